@@ -1,0 +1,251 @@
+//! The supervisor/sandbox channel: a `SOCK_SEQPACKET` socket pair carrying typed messages.
+//!
+//! Each message is one packet (a tag byte); the bpffs context descriptor travels as
+//! `SCM_RIGHTS` with its message. Each side has its own type with one method per step, so a
+//! message out of order is reported as "expected X, got Y" instead of being misread.
+//!
+//! The descriptor is passed with nix's `sendmsg`/`recvmsg` rather than the `sendfd` crate:
+//! `sendfd` 0.4 receives without `MSG_CMSG_CLOEXEC` and does not report `MSG_CTRUNC`.
+
+use std::fmt;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd};
+
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg, sendmsg, socketpair,
+};
+
+use crate::sys::{Errno, SysError};
+
+/// The messages, in protocol order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum MessageKind {
+    /// Sandbox → supervisor: the user namespace exists; write its id maps.
+    UserNamespaceCreated = 1,
+    /// Supervisor → sandbox: uid_map, setgroups and gid_map are written.
+    IdMapsWritten = 2,
+    /// Sandbox → supervisor: a bpffs context from `fsopen`, with the descriptor attached.
+    BpffsContext = 3,
+    /// Supervisor → sandbox: delegation set, superblock created; mount it.
+    SuperblockCreated = 4,
+}
+
+impl MessageKind {
+    fn from_tag(tag: u8) -> Option<Self> {
+        [Self::UserNamespaceCreated, Self::IdMapsWritten, Self::BpffsContext, Self::SuperblockCreated]
+            .into_iter()
+            .find(|k| *k as u8 == tag)
+    }
+}
+
+impl fmt::Display for MessageKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::UserNamespaceCreated => "UserNamespaceCreated",
+            Self::IdMapsWritten => "IdMapsWritten",
+            Self::BpffsContext => "BpffsContext (with an fd)",
+            Self::SuperblockCreated => "SuperblockCreated",
+        })
+    }
+}
+
+/// What arrived instead of the expected message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    Message(MessageKind),
+    UnknownTag(u8),
+    Truncated,
+    MissingFd,
+}
+
+impl fmt::Display for Received {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Message(kind) => write!(f, "{kind}"),
+            Self::UnknownTag(tag) => write!(f, "an unknown message tag {tag}"),
+            Self::Truncated => f.write_str("a truncated message or descriptor list"),
+            Self::MissingFd => f.write_str("the message without its descriptor"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("protocol error: expected {expected}, got {got}")]
+    Unexpected { expected: MessageKind, got: Received },
+    #[error("the {peer} closed the channel while {expected} was expected (it exited or was killed)")]
+    Closed { peer: &'static str, expected: MessageKind },
+    #[error("{0}")]
+    Sys(SysError),
+}
+
+/// Both ends, before the fork.
+pub struct ChannelPair {
+    pub supervisor: SupervisorChannel,
+    pub sandbox: SandboxChannel,
+}
+
+/// `socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC)`.
+pub fn channel_pair() -> Result<ChannelPair, ChannelError> {
+    let (a, b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+        .map_err(|errno| ChannelError::Sys(SysError { call: "socketpair(AF_UNIX, SOCK_SEQPACKET)", errno }))?;
+    Ok(ChannelPair { supervisor: SupervisorChannel(Endpoint { fd: a, peer: "sandbox child" }), sandbox: SandboxChannel(Endpoint { fd: b, peer: "supervisor" }) })
+}
+
+struct Endpoint {
+    fd: OwnedFd,
+    peer: &'static str,
+}
+
+impl Endpoint {
+    fn send(&self, kind: MessageKind, fd: Option<BorrowedFd<'_>>) -> Result<(), ChannelError> {
+        let tag = [kind as u8];
+        let iov = [IoSlice::new(&tag)];
+        let raw: Vec<RawFd> = fd.iter().map(|f| f.as_raw_fd()).collect();
+        let cmsgs: Vec<ControlMessage<'_>> = if raw.is_empty() { vec![] } else { vec![ControlMessage::ScmRights(&raw)] };
+        loop {
+            match sendmsg::<()>(self.fd.as_raw_fd(), &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+                Ok(_) => break,
+                Err(Errno::EINTR) => {}
+                Err(Errno::EPIPE | Errno::ECONNRESET) => {
+                    return Err(ChannelError::Closed { peer: self.peer, expected: kind });
+                }
+                Err(errno) => return Err(ChannelError::Sys(SysError { call: "sendmsg", errno })),
+            }
+        }
+        log::trace!("sent {kind}");
+        Ok(())
+    }
+
+    /// Receives one message, which must be `expected`; returns its descriptor if it carried one.
+    fn receive(&self, expected: MessageKind) -> Result<Option<OwnedFd>, ChannelError> {
+        let mut tag = [0u8; 2];
+        let mut cmsg_space = nix::cmsg_space!([RawFd; 1]);
+        let (len, flags, fds) = loop {
+            let mut iov = [IoSliceMut::new(&mut tag)];
+            match recvmsg::<()>(self.fd.as_raw_fd(), &mut iov, Some(&mut cmsg_space), MsgFlags::MSG_CMSG_CLOEXEC) {
+                Ok(msg) => {
+                    let mut fds = Vec::new();
+                    for cmsg in msg.cmsgs().map_err(|errno| ChannelError::Sys(SysError { call: "recvmsg", errno }))? {
+                        if let ControlMessageOwned::ScmRights(received) = cmsg {
+                            // SAFETY: the kernel installed these descriptors for us; we own them now.
+                            fds.extend(received.into_iter().map(|raw| unsafe { OwnedFd::from_raw_fd(raw) }));
+                        }
+                    }
+                    break (msg.bytes, msg.flags, fds);
+                }
+                Err(Errno::EINTR) => {}
+                Err(errno) => return Err(ChannelError::Sys(SysError { call: "recvmsg", errno })),
+            }
+        };
+        if len == 0 {
+            return Err(ChannelError::Closed { peer: self.peer, expected });
+        }
+        if len != 1 || flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC) {
+            return Err(ChannelError::Unexpected { expected, got: Received::Truncated });
+        }
+        let got = MessageKind::from_tag(tag[0]).ok_or(ChannelError::Unexpected { expected, got: Received::UnknownTag(tag[0]) })?;
+        if got != expected {
+            return Err(ChannelError::Unexpected { expected, got: Received::Message(got) });
+        }
+        let wants_fd = expected == MessageKind::BpffsContext;
+        let mut fds = fds.into_iter();
+        let fd = fds.next();
+        match (wants_fd, &fd, fds.next()) {
+            (true, Some(_), None) | (false, None, None) => {}
+            (true, None, _) => return Err(ChannelError::Unexpected { expected, got: Received::MissingFd }),
+            _ => return Err(ChannelError::Unexpected { expected, got: Received::Truncated }),
+        }
+        log::trace!("received {got}");
+        Ok(fd)
+    }
+}
+
+/// The supervisor's end.
+pub struct SupervisorChannel(Endpoint);
+
+impl SupervisorChannel {
+    pub fn wait_user_namespace(&self) -> Result<(), ChannelError> {
+        self.0.receive(MessageKind::UserNamespaceCreated).map(drop)
+    }
+
+    pub fn id_maps_written(&self) -> Result<(), ChannelError> {
+        self.0.send(MessageKind::IdMapsWritten, None)
+    }
+
+    pub fn wait_bpffs_context(&self) -> Result<OwnedFd, ChannelError> {
+        let fd = self.0.receive(MessageKind::BpffsContext)?;
+        Ok(fd.expect("receive checked the descriptor is present"))
+    }
+
+    pub fn superblock_created(&self) -> Result<(), ChannelError> {
+        self.0.send(MessageKind::SuperblockCreated, None)
+    }
+}
+
+/// The sandbox's end.
+pub struct SandboxChannel(Endpoint);
+
+impl SandboxChannel {
+    pub fn user_namespace_created(&self) -> Result<(), ChannelError> {
+        self.0.send(MessageKind::UserNamespaceCreated, None)
+    }
+
+    pub fn wait_id_maps(&self) -> Result<(), ChannelError> {
+        self.0.receive(MessageKind::IdMapsWritten).map(drop)
+    }
+
+    pub fn send_bpffs_context(&self, context: BorrowedFd<'_>) -> Result<(), ChannelError> {
+        self.0.send(MessageKind::BpffsContext, Some(context))
+    }
+
+    pub fn wait_superblock(&self) -> Result<(), ChannelError> {
+        self.0.receive(MessageKind::SuperblockCreated).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd as _;
+
+    #[test]
+    fn messages_in_order_pass_and_carry_the_descriptor() {
+        let pair = channel_pair().unwrap();
+        pair.sandbox.user_namespace_created().unwrap();
+        pair.supervisor.wait_user_namespace().unwrap();
+        pair.supervisor.id_maps_written().unwrap();
+        pair.sandbox.wait_id_maps().unwrap();
+        let file = std::fs::File::open("/dev/null").unwrap();
+        pair.sandbox.send_bpffs_context(file.as_fd()).unwrap();
+        let fd = pair.supervisor.wait_bpffs_context().unwrap();
+        let flags = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_ne!(flags & libc::FD_CLOEXEC, 0, "received descriptors must be close-on-exec");
+    }
+
+    #[test]
+    fn out_of_order_message_names_both() {
+        let pair = channel_pair().unwrap();
+        pair.supervisor.superblock_created().unwrap();
+        let err = pair.sandbox.wait_id_maps().unwrap_err();
+        assert_eq!(err.to_string(), "protocol error: expected IdMapsWritten, got SuperblockCreated");
+    }
+
+    #[test]
+    fn missing_descriptor_is_reported() {
+        let pair = channel_pair().unwrap();
+        pair.sandbox.0.send(MessageKind::BpffsContext, None).unwrap();
+        let err = pair.supervisor.wait_bpffs_context().unwrap_err();
+        assert!(err.to_string().ends_with("got the message without its descriptor"), "{err}");
+    }
+
+    #[test]
+    fn closed_peer_is_reported_not_hung() {
+        let ChannelPair { supervisor, sandbox } = channel_pair().unwrap();
+        drop(sandbox);
+        let err = supervisor.wait_user_namespace().unwrap_err();
+        assert!(matches!(err, ChannelError::Closed { .. }), "{err}");
+        assert!(err.to_string().contains("sandbox child closed the channel"), "{err}");
+    }
+}

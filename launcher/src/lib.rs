@@ -1,0 +1,31 @@
+//! BPF token delegation: a supervisor that hands a user-namespace sandbox a delegated bpffs, and
+//! a token-aware loader on top of aya.
+//!
+//! Layout, one module per kernel object:
+//! - [`sys`]: every raw system call, one thin wrapper per command;
+//! - [`userns`]: the sandbox's user namespace and id maps;
+//! - [`channel`]: the typed supervisor/sandbox protocol over a `SOCK_SEQPACKET` pair;
+//! - [`bpffs`]: the delegated bpffs (opened by the sandbox, delegated and created by the supervisor);
+//! - [`policy`]: the delegation sets and their names ([`kernel_enums`] holds the built-in names);
+//! - [`token`]: BPF tokens and what they allow;
+//! - [`object`] and [`loader`]: what an eBPF object needs, and loading it with a token;
+//! - [`net`]: interfaces and the test datagram;
+//! - [`counter`]: the demo XDP counter end to end;
+//! - [`supervisor`]: the two processes put together.
+//!
+//! The library never exits the process; the binaries turn errors into exit codes. (The one
+//! exception is the forked sandbox child, which must not return into the caller's code.)
+
+pub mod bpffs;
+pub mod channel;
+pub mod counter;
+pub mod kernel_enums;
+pub mod loader;
+pub mod logging;
+pub mod net;
+pub mod object;
+pub mod policy;
+pub mod supervisor;
+pub mod sys;
+pub mod token;
+pub mod userns;

@@ -1,0 +1,241 @@
+//! `token_userns_demo`: a root supervisor and a sandbox child in new user, mount and network
+//! namespaces, sharing one delegated bpffs.
+//!
+//! ```text
+//! supervisor (host root)                 sandbox child
+//!   socketpair, fork ───────────────────▶ setgroups([]), unshare(USER)
+//!                    ◀── UserNamespaceCreated
+//!   write uid_map, setgroups, gid_map
+//!                    ─── IdMapsWritten ─▶ setresuid/gid(0), unshare(NS|NET), lo up, fsopen(bpf)
+//!                    ◀── BpffsContext(fd)
+//!   fsconfig delegate_*, CMD_CREATE
+//!                    ─── SuperblockCreated ▶ fsmount, token, load, attach, count
+//!   waitpid ◀──────────────────────────── exit status
+//! ```
+
+use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::path::PathBuf;
+
+use nix::mount::MsFlags;
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid};
+
+use crate::bpffs::{self, BpffsError};
+use crate::channel::{ChannelError, SandboxChannel, SupervisorChannel, channel_pair};
+use crate::counter::{self, TraceError, TraceOptions};
+use crate::logging::{self, Role};
+use crate::net::{self, NetError};
+use crate::policy::{Delegation, EnumNames};
+use crate::sys::{ErrnoName, Errno, SysError};
+use crate::userns::{self, HostIdentity, UserNsError};
+
+/// Everything the supervisor needs, checked before anything is forked.
+#[derive(Debug, Clone)]
+pub struct SupervisorOptions {
+    pub delegation: Delegation,
+    pub identity: HostIdentity,
+    pub interface: String,
+    pub send_traffic: bool,
+}
+
+/// How the sandbox child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildExit {
+    Exited(i32),
+    Signaled(Signal),
+}
+
+impl ChildExit {
+    /// The exit code a shell would give: the code, or 128 + the signal number.
+    pub const fn exit_code(self) -> i32 {
+        match self {
+            Self::Exited(code) => code,
+            Self::Signaled(signal) => 128 + signal as i32,
+        }
+    }
+}
+
+impl std::fmt::Display for ChildExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Exited(code) => write!(f, "exited with status {code}"),
+            Self::Signaled(signal) => write!(f, "was killed by {signal}"),
+        }
+    }
+}
+
+/// Runs the whole demo: returns how the sandbox child ended.
+///
+/// The process must be single-threaded: `fork` copies only the calling thread, and the child
+/// goes on to `unshare(CLONE_NEWUSER)`, which the kernel refuses in a multi-threaded process.
+pub fn run(options: &SupervisorOptions, names: &EnumNames) -> Result<ChildExit, SupervisorError> {
+    userns::check_supervisor_privilege().map_err(SupervisorError::Privilege)?;
+    let threads = thread_count();
+    if threads != Some(1) {
+        return Err(SupervisorError::MultiThreaded { threads });
+    }
+    let pair = channel_pair().map_err(SupervisorError::Channel)?;
+    let supervisor_pid = Pid::this();
+
+    // SAFETY: single-threaded (checked above), so the child may run arbitrary code after fork.
+    match unsafe { nix::unistd::fork() }.map_err(|errno| SupervisorError::Fork(SysError { call: "fork", errno }))? {
+        ForkResult::Child => {
+            logging::set_role(Role::Sandbox);
+            drop(pair.supervisor);
+            let result = sandbox(&pair.sandbox, supervisor_pid, options);
+            let code = match result {
+                Ok(()) => 0,
+                Err(err) => {
+                    eprintln!("token_userns_demo: error: {err}");
+                    1
+                }
+            };
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
+            // The forked child must never return into the caller's code: it is a copy of the
+            // caller's process, and unwinding back into it would run the caller's logic twice.
+            std::process::exit(code);
+        }
+        ForkResult::Parent { child } => {
+            logging::set_role(Role::Supervisor);
+            drop(pair.sandbox);
+            log::debug!("forked sandbox child pid {child}");
+            match supervise(&pair.supervisor, child, options, names) {
+                Ok(()) => wait_child(child),
+                Err(SupervisorError::Channel(ChannelError::Closed { expected, .. })) => {
+                    // The child ended early: its own error is already on stderr; report how it ended.
+                    let exit = wait_child(child)?;
+                    Err(SupervisorError::ChildDied { expected: expected.to_string(), exit })
+                }
+                Err(err) => {
+                    // Nothing may outlive a failed run: the child holds the namespaces.
+                    let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                    let _ = wait_child(child);
+                    Err(err)
+                }
+            }
+        }
+    }
+}
+
+fn thread_count() -> Option<usize> {
+    std::fs::read_dir("/proc/self/task").ok().map(Iterator::count)
+}
+
+fn wait_child(child: Pid) -> Result<ChildExit, SupervisorError> {
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(ChildExit::Exited(code)),
+            Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(ChildExit::Signaled(signal)),
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(errno) => return Err(SupervisorError::Wait(SysError { call: "waitpid", errno })),
+        }
+    }
+}
+
+/// The supervisor's part: id maps, then delegation and superblock.
+fn supervise(channel: &SupervisorChannel, child: Pid, options: &SupervisorOptions, names: &EnumNames) -> Result<(), SupervisorError> {
+    channel.wait_user_namespace().map_err(SupervisorError::Channel)?;
+    userns::write_id_maps(child, options.identity).map_err(SupervisorError::UserNs)?;
+    channel.id_maps_written().map_err(SupervisorError::Channel)?;
+
+    let context = channel.wait_bpffs_context().map_err(SupervisorError::Channel)?;
+    log::debug!("received bpffs context as fd {}", context.as_raw_fd());
+    bpffs::delegate_and_create(context.as_fd(), &options.delegation, names).map_err(SupervisorError::Bpffs)?;
+    drop(context);
+    channel.superblock_created().map_err(SupervisorError::Channel)?;
+    Ok(())
+}
+
+/// Kills this process when the supervisor dies, and checks it has not died already.
+fn die_with_supervisor(supervisor: Pid) -> Result<(), SupervisorError> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(|errno| SupervisorError::Sandbox { step: "setting the parent-death signal", source: SysError { call: "prctl(PR_SET_PDEATHSIG)", errno } })?;
+    if nix::unistd::getppid() != supervisor {
+        return Err(SupervisorError::SupervisorGone);
+    }
+    Ok(())
+}
+
+/// The sandbox child's part.
+fn sandbox(channel: &SandboxChannel, supervisor: Pid, options: &SupervisorOptions) -> Result<(), SupervisorError> {
+    die_with_supervisor(supervisor)?;
+    userns::drop_supplementary_groups().map_err(SupervisorError::UserNs)?;
+    userns::unshare_user_namespace().map_err(SupervisorError::UserNs)?;
+    log::debug!("unshare(CLONE_NEWUSER): new user namespace");
+    channel.user_namespace_created().map_err(SupervisorError::Channel)?;
+    channel.wait_id_maps().map_err(SupervisorError::Channel)?;
+    userns::become_namespace_root().map_err(SupervisorError::UserNs)?;
+    log::debug!("setresgid(0)/setresuid(0): root in the user namespace, {} on the host", options.identity);
+    // The kernel clears the parent-death signal when credentials change: set it again.
+    die_with_supervisor(supervisor)?;
+
+    let sys = |step, call| move |errno| SupervisorError::Sandbox { step, source: SysError { call, errno } };
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWNET)
+        .map_err(sys("creating mount and network namespaces", "unshare(CLONE_NEWNS | CLONE_NEWNET)"))?;
+    log::debug!("unshare(CLONE_NEWNS | CLONE_NEWNET): new mount and network namespaces");
+    // The new mount namespace copied the host's propagation: make it private so nothing mounted
+    // here can propagate back to the host.
+    nix::mount::mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(sys("making / private", "mount(\"/\", MS_REC | MS_PRIVATE)"))?;
+    log::debug!("mount(/, MS_REC|MS_PRIVATE)");
+    net::bring_up_loopback().map_err(SupervisorError::Net)?;
+    log::debug!("lo is up");
+
+    let context = bpffs::open_context().map_err(SupervisorError::Bpffs)?;
+    log::debug!("fsopen(\"bpf\") = fd {}", context.as_raw_fd());
+    channel.send_bpffs_context(context.as_fd()).map_err(SupervisorError::Channel)?;
+    log::debug!("sent bpffs context fd {} over SCM_RIGHTS", context.as_raw_fd());
+    channel.wait_superblock().map_err(SupervisorError::Channel)?;
+    let mount = bpffs::mount(context.as_fd()).map_err(SupervisorError::Bpffs)?;
+    drop(context);
+    log::debug!("fsmount = mount fd {}", mount.as_raw_fd());
+
+    let trace = TraceOptions {
+        token_path: PathBuf::from(format!("/proc/self/fd/{}", mount.as_raw_fd())),
+        interface: options.interface.clone(),
+        send_traffic: options.send_traffic,
+    };
+    let report = counter::run_trace(&trace).map_err(|error| SupervisorError::Trace { error })?;
+    print!("{report}");
+    Ok(())
+}
+
+/// A failed run of the supervisor or of its sandbox child.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("{0}")]
+    Privilege(UserNsError),
+    #[error("supervisor: the process has {} threads; fork needs a single-threaded caller", threads.map_or_else(|| "an unknown number of".to_owned(), |t| t.to_string()))]
+    MultiThreaded { threads: Option<usize> },
+    #[error("supervisor: fork: {0}")]
+    Fork(SysError),
+    #[error("supervisor: waiting for the sandbox child: {0}")]
+    Wait(SysError),
+    #[error("parent/child channel: {0}")]
+    Channel(ChannelError),
+    #[error("sandbox child {exit} while the supervisor expected {expected}")]
+    ChildDied { expected: String, exit: ChildExit },
+    #[error("sandbox: the supervisor exited before the sandbox was set up")]
+    SupervisorGone,
+    #[error("user namespace: {0}")]
+    UserNs(UserNsError),
+    #[error("bpffs: {0}")]
+    Bpffs(BpffsError),
+    #[error("sandbox: {step}: {source}: {}", namespace_hint(source.errno))]
+    Sandbox { step: &'static str, source: SysError },
+    #[error("sandbox network: {0}")]
+    Net(NetError),
+    #[error("{}: {error}", error.step())]
+    Trace { error: TraceError },
+}
+
+fn namespace_hint(errno: Errno) -> String {
+    match errno {
+        Errno::EPERM => "the sandbox lacks CAP_SYS_ADMIN in its user namespace (were the id maps written?)".to_owned(),
+        Errno::ENOSPC => "a namespace limit is reached (check `sysctl user.max_mnt_namespaces` and `user.max_net_namespaces`)".to_owned(),
+        errno => format!("unexpected {}", ErrnoName(errno)),
+    }
+}

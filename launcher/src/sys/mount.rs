@@ -1,0 +1,92 @@
+//! The new mount API (`fsopen`, `fsconfig`, `fsmount`, `fspick`, `move_mount`).
+//!
+//! libc exposes the syscall numbers but no wrappers, and the bpffs delegation only works through
+//! this API: the superblock must be created by a different process (the privileged parent) than
+//! the one that opened the context (the child inside the user namespace).
+
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd as _, BorrowedFd, OwnedFd};
+
+use super::{SysError, fd_result, unit_result};
+
+const FSOPEN_CLOEXEC: libc::c_uint = 0x1;
+const FSMOUNT_CLOEXEC: libc::c_uint = 0x1;
+const FSPICK_CLOEXEC: libc::c_uint = 0x1;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSCONFIG_CMD_RECONFIGURE: libc::c_uint = 7;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+/// `fsopen(fstype, FSOPEN_CLOEXEC)`: a filesystem context owned by the caller's user namespace.
+pub fn fsopen(fstype: &CStr, call: &'static str) -> Result<OwnedFd, SysError> {
+    // SAFETY: fstype is a valid NUL-terminated string.
+    let ret = unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) };
+    fd_result(ret, call)
+}
+
+/// `fsconfig(fs, FSCONFIG_SET_STRING, key, value, 0)`.
+pub fn fsconfig_set_string(fs: BorrowedFd<'_>, key: &CStr, value: &CStr) -> Result<(), SysError> {
+    // SAFETY: key and value are valid NUL-terminated strings; fs is an open descriptor.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_SET_STRING,
+            key.as_ptr(),
+            value.as_ptr(),
+            0,
+        )
+    };
+    unit_result(ret, "fsconfig(FSCONFIG_SET_STRING)")
+}
+
+fn fsconfig_cmd(fs: BorrowedFd<'_>, cmd: libc::c_uint, call: &'static str) -> Result<(), SysError> {
+    // SAFETY: commands take no pointers.
+    let ret = unsafe {
+        libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, std::ptr::null::<u8>(), std::ptr::null::<u8>(), 0)
+    };
+    unit_result(ret, call)
+}
+
+/// `fsconfig(fs, FSCONFIG_CMD_CREATE)`: creates the superblock from the configured context.
+pub fn fsconfig_create(fs: BorrowedFd<'_>) -> Result<(), SysError> {
+    fsconfig_cmd(fs, FSCONFIG_CMD_CREATE, "fsconfig(FSCONFIG_CMD_CREATE)")
+}
+
+/// `fsconfig(fs, FSCONFIG_CMD_RECONFIGURE)`: applies options to an existing superblock.
+pub fn fsconfig_reconfigure(fs: BorrowedFd<'_>) -> Result<(), SysError> {
+    fsconfig_cmd(fs, FSCONFIG_CMD_RECONFIGURE, "fsconfig(FSCONFIG_CMD_RECONFIGURE)")
+}
+
+/// `fsmount(fs, FSMOUNT_CLOEXEC, 0)`: a detached mount of the created superblock.
+pub fn fsmount(fs: BorrowedFd<'_>) -> Result<OwnedFd, SysError> {
+    // SAFETY: no pointers.
+    let ret = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) };
+    fd_result(ret, "fsmount")
+}
+
+/// `fspick(dirfd, "", FSPICK_CLOEXEC | FSPICK_EMPTY_PATH)`: a context for an existing mount.
+pub fn fspick(mount: BorrowedFd<'_>) -> Result<OwnedFd, SysError> {
+    const FSPICK_EMPTY_PATH: libc::c_uint = 0x8;
+    // SAFETY: the path is a valid empty string.
+    let ret = unsafe {
+        libc::syscall(libc::SYS_fspick, mount.as_raw_fd(), c"".as_ptr(), FSPICK_CLOEXEC | FSPICK_EMPTY_PATH)
+    };
+    fd_result(ret, "fspick")
+}
+
+/// `move_mount(mount, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH)`: attaches a detached mount.
+pub fn move_mount_to(mount: BorrowedFd<'_>, target: &CStr) -> Result<(), SysError> {
+    // SAFETY: both paths are valid NUL-terminated strings.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mount.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    unit_result(ret, "move_mount")
+}
