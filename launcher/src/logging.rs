@@ -43,11 +43,14 @@ fn role() -> Role {
     }
 }
 
-struct StderrLogger;
+struct StderrLogger {
+    /// At `-v` only this crate's steps are shown; `-vv` adds aya's own relocation notes.
+    own_only: bool,
+}
 
 impl log::Log for StderrLogger {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= log::max_level()
+        metadata.level() <= log::max_level() && (!self.own_only || metadata.target().starts_with(module_path!().split("::").next().unwrap_or("")))
     }
 
     fn log(&self, record: &log::Record<'_>) {
@@ -70,7 +73,7 @@ impl log::Log for StderrLogger {
 }
 
 /// Installs the logger: verbosity 0 shows warnings, 1 (`-v`) every step, 2 (`-vv`) also protocol
-/// messages and other detail.
+/// messages and the libraries' own notes.
 pub fn init(verbosity: u8) {
     START.get_or_init(Instant::now);
     let level = match verbosity {
@@ -78,7 +81,9 @@ pub fn init(verbosity: u8) {
         1 => log::LevelFilter::Debug,
         _ => log::LevelFilter::Trace,
     };
-    if log::set_logger(&StderrLogger).is_ok() {
+    static OWN: StderrLogger = StderrLogger { own_only: true };
+    static ALL: StderrLogger = StderrLogger { own_only: false };
+    if log::set_logger(if verbosity >= 2 { &ALL } else { &OWN }).is_ok() {
         log::set_max_level(level);
     }
 }

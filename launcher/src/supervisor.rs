@@ -14,6 +14,9 @@
 //! ```
 
 use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::ffi::{CString, OsString};
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 
 use nix::mount::MsFlags;
@@ -36,8 +39,16 @@ use crate::userns::{self, HostIdentity, UserNsError};
 pub struct SupervisorOptions {
     pub delegation: Delegation,
     pub identity: HostIdentity,
-    pub interface: String,
-    pub send_traffic: bool,
+    pub action: SandboxAction,
+}
+
+/// What the sandbox does once it holds the delegated bpffs.
+#[derive(Debug, Clone)]
+pub enum SandboxAction {
+    /// The demo: token from `/proc/self/fd/<mount fd>`, counter on `interface`.
+    Trace { interface: String, send_traffic: bool },
+    /// Mount the bpffs at `bpffs_path`, point `LIBBPF_BPF_TOKEN_PATH` at it, and exec `argv`.
+    Exec { argv: Vec<OsString>, bpffs_path: PathBuf },
 }
 
 /// How the sandbox child ended.
@@ -89,7 +100,12 @@ pub fn run(options: &SupervisorOptions, names: &EnumNames) -> Result<ChildExit, 
                 Ok(()) => 0,
                 Err(err) => {
                     eprintln!("token_userns_demo: error: {err}");
-                    1
+                    // A shell's codes: 127 for a command not found, 126 for one that cannot run.
+                    match &err {
+                        SupervisorError::Exec { error, .. } if error.kind() == std::io::ErrorKind::NotFound => 127,
+                        SupervisorError::Exec { .. } => 126,
+                        _ => 1,
+                    }
                 }
             };
             use std::io::Write as _;
@@ -193,14 +209,31 @@ fn sandbox(channel: &SandboxChannel, supervisor: Pid, options: &SupervisorOption
     drop(context);
     log::debug!("fsmount = mount fd {}", mount.as_raw_fd());
 
-    let trace = TraceOptions {
-        token_path: PathBuf::from(format!("/proc/self/fd/{}", mount.as_raw_fd())),
-        interface: options.interface.clone(),
-        send_traffic: options.send_traffic,
-    };
-    let report = counter::run_trace(&trace).map_err(|error| SupervisorError::Trace { error })?;
-    print!("{report}");
-    Ok(())
+    match &options.action {
+        SandboxAction::Trace { interface, send_traffic } => {
+            let trace = TraceOptions {
+                token_path: PathBuf::from(format!("/proc/self/fd/{}", mount.as_raw_fd())),
+                interface: interface.clone(),
+                send_traffic: *send_traffic,
+            };
+            let report = counter::run_trace(&trace).map_err(|error| SupervisorError::Trace { error })?;
+            print!("{report}");
+            Ok(())
+        }
+        SandboxAction::Exec { argv, bpffs_path } => {
+            let target = CString::new(bpffs_path.as_os_str().as_bytes())
+                .map_err(|_| SupervisorError::Sandbox { step: "mounting the bpffs", source: SysError { call: "move_mount", errno: Errno::EINVAL } })?;
+            crate::sys::mount::move_mount_to(mount.as_fd(), &target)
+                .map_err(|source| SupervisorError::Sandbox { step: "mounting the bpffs at its path", source })?;
+            log::debug!("move_mount(fd {}, {}): bpffs attached", mount.as_raw_fd(), bpffs_path.display());
+            drop(mount);
+            let (program, args) = argv.split_first().ok_or(SupervisorError::EmptyCommand)?;
+            log::debug!("exec {argv:?} with LIBBPF_BPF_TOKEN_PATH={}", bpffs_path.display());
+            // exec only returns on failure.
+            let error = std::process::Command::new(program).args(args).env("LIBBPF_BPF_TOKEN_PATH", bpffs_path).exec();
+            Err(SupervisorError::Exec { program: program.to_string_lossy().into_owned(), error })
+        }
+    }
 }
 
 /// A failed run of the supervisor or of its sandbox child.
@@ -228,6 +261,10 @@ pub enum SupervisorError {
     Sandbox { step: &'static str, source: SysError },
     #[error("sandbox network: {0}")]
     Net(NetError),
+    #[error("sandbox: no command given after --")]
+    EmptyCommand,
+    #[error("sandbox: executing {program:?}: {error}")]
+    Exec { program: String, error: std::io::Error },
     #[error("{}: {error}", error.step())]
     Trace { error: TraceError },
 }

@@ -1,10 +1,12 @@
 //! `token_userns_demo`: run the XDP counter in a user-namespace sandbox with a delegated BPF token.
 
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use bpf_token_launcher::logging;
 use bpf_token_launcher::policy::{self, DelegateKind, EnumNames, PolicyError};
-use bpf_token_launcher::supervisor::{self, SupervisorOptions};
+use bpf_token_launcher::supervisor::{self, SandboxAction, SupervisorOptions};
 use bpf_token_launcher::userns::HostIdentity;
 use clap::Parser;
 
@@ -43,9 +45,16 @@ struct Cli {
     /// Send no test datagram (the delta is then 0)
     #[arg(short = 'n', long = "no-traffic")]
     no_traffic: bool,
+    /// Where the delegated bpffs is mounted inside the sandbox for -- CMD
+    #[arg(long, value_name = "PATH", default_value = "/sys/fs/bpf", requires = "command")]
+    bpffs_path: PathBuf,
     /// Trace every step on stderr (repeat for more)
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Instead of the demo, run CMD in the sandbox with the delegated bpffs mounted at
+    /// --bpffs-path and LIBBPF_BPF_TOKEN_PATH pointing at it
+    #[arg(last = true, value_name = "CMD", conflicts_with_all = ["no_traffic", "interface"])]
+    command: Vec<OsString>,
 }
 
 impl Cli {
@@ -85,7 +94,16 @@ fn main() -> ExitCode {
     if identity.uid == 0 {
         log::warn!("--uid 0: the sandbox's root is host root; files it creates belong to host root");
     }
-    let options = SupervisorOptions { delegation, identity, interface: cli.interface, send_traffic: !cli.no_traffic };
+    if !cli.bpffs_path.is_absolute() {
+        eprintln!("token_userns_demo: error: --bpffs-path {:?} must be an absolute path", cli.bpffs_path);
+        return ExitCode::from(2);
+    }
+    let action = if cli.command.is_empty() {
+        SandboxAction::Trace { interface: cli.interface, send_traffic: !cli.no_traffic }
+    } else {
+        SandboxAction::Exec { argv: cli.command, bpffs_path: cli.bpffs_path }
+    };
+    let options = SupervisorOptions { delegation, identity, action };
     match supervisor::run(&options, &names) {
         Ok(exit) => {
             log::debug!("sandbox child {exit}");
