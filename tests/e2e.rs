@@ -1,0 +1,264 @@
+//! End-to-end tests of `token_userns_demo` and `token_trace` on the real kernel, as root.
+//!
+//! Black-box: they run the built binaries and read what they print, as a user would.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::{DEMO, TRACE, exclusive, run_clean, shared};
+
+#[test]
+fn demo_prints_the_reference_report_with_delta_one() {
+    let _host = shared();
+    let run = run_clean(DEMO, &["-v"]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 6, "{run:#?}");
+    assert!(run.field("token path").unwrap().starts_with("/proc/self/fd/"), "{run:#?}");
+    assert_eq!(run.field("interface").as_deref(), Some("lo (ifindex=1)"));
+    assert_eq!(run.field("packets before").as_deref(), Some("0"));
+    assert_eq!(run.field("packets after").as_deref(), Some("1"));
+    assert_eq!(run.field("delta").as_deref(), Some("1"));
+    assert_eq!(run.field("last ifindex").as_deref(), Some("1"));
+}
+
+#[test]
+fn twenty_runs_in_a_row_all_count_exactly_one_packet() {
+    let _host = shared();
+    for i in 0..20 {
+        let run = run_clean(DEMO, &["-v"]);
+        assert_eq!(run.code, Some(0), "run {i}: {run:#?}");
+        assert_eq!(run.field("delta").as_deref(), Some("1"), "run {i}: {run:#?}");
+    }
+}
+
+#[test]
+fn no_traffic_gives_delta_zero() {
+    let _host = shared();
+    let run = run_clean(DEMO, &["-n", "-v"]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert_eq!(run.field("delta").as_deref(), Some("0"));
+    assert_eq!(run.field("packets after").as_deref(), Some("0"));
+}
+
+#[test]
+fn verbose_trace_shows_every_step_and_the_tokens_allowed_set() {
+    let _host = shared();
+    let run = run_clean(DEMO, &["-v"]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    for expected in [
+        "unshare(CLONE_NEWUSER)",
+        "wrote /proc/",
+        "setgroups: deny",
+        "unshare(CLONE_NEWNS | CLONE_NEWNET)",
+        "fsopen(\"bpf\")",
+        "sent bpffs context fd",
+        "received bpffs context as fd",
+        "FSCONFIG_SET_STRING, delegate_cmds, map_create:prog_load:btf_load",
+        "FSCONFIG_SET_STRING, delegate_attachs, xdp",
+        "FSCONFIG_CMD_CREATE",
+        "fsmount = mount fd",
+        "BPF_TOKEN_CREATE",
+        "token allows allowed_cmds=map_create:prog_load:btf_load",
+        "token allows allowed_maps=array",
+        "token allows allowed_progs=xdp",
+        "token allows allowed_attachs=xdp",
+        "bpf(BPF_BTF_LOAD, token_fd=",
+        "bpf(BPF_MAP_CREATE, token_fd=",
+        "bpf(BPF_PROG_LOAD, token_fd=",
+        "bpf(BPF_LINK_CREATE",
+        "counter before",
+        "counter after",
+    ] {
+        assert!(run.stderr.contains(expected), "missing {expected:?} in the -v trace:\n{}", run.stderr);
+    }
+}
+
+#[test]
+fn sandbox_root_maps_to_nobody_by_default_and_to_sudo_uid_when_set() {
+    let _host = shared();
+    let uid_of = |envs: &[(&str, &str)]| {
+        let out = Command::new(DEMO)
+            .args(["--", "sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map"])
+            .env_remove("SUDO_UID")
+            .env_remove("SUDO_GID")
+            .envs(envs.iter().copied())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    assert_eq!(uid_of(&[]), "0 65534 1 0 65534 1");
+    assert_eq!(uid_of(&[("SUDO_UID", "1234"), ("SUDO_GID", "4321")]), "0 1234 1 0 4321 1");
+    let out = Command::new(DEMO).args(["--uid", "2000", "--gid", "3000", "--", "cat", "/proc/self/uid_map"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>(), ["0", "2000", "1"]);
+}
+
+#[test]
+fn token_trace_counts_through_a_delegated_bpffs_prepared_for_it() {
+    let _host = shared();
+    // The supervisor mounts the delegated bpffs at /sys/fs/bpf inside the sandbox; token_trace
+    // runs there with an explicit -t and with the libbpf default (LIBBPF_BPF_TOKEN_PATH).
+    for args in [&[TRACE, "-t", "/sys/fs/bpf"][..], &[TRACE][..]] {
+        let mut full = vec!["-v", "--"];
+        full.extend_from_slice(args);
+        let run = run_clean(DEMO, &full);
+        assert_eq!(run.code, Some(0), "{run:#?}");
+        assert_eq!(run.field("token path").as_deref(), Some("/sys/fs/bpf"));
+        assert_eq!(run.field("delta").as_deref(), Some("1"), "{run:#?}");
+    }
+}
+
+#[test]
+fn token_trace_on_a_host_bpffs_explains_eopnotsupp() {
+    let _host = exclusive();
+    let bpffs = support::HostBpffs::mount();
+    let run = support::run_trace_clean(&bpffs.dir, &[]);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stderr.contains("bpf(BPF_TOKEN_CREATE) failed: EOPNOTSUPP"), "{run:#?}");
+    assert!(run.stderr.contains("a host-owned bpffs never yields a token"), "{run:#?}");
+}
+
+#[test]
+fn token_trace_on_a_bpffs_subdirectory_explains_einval() {
+    let _host = exclusive();
+    let bpffs = support::HostBpffs::mount();
+    let sub = bpffs.dir.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let run = support::run_trace_clean(&sub, &[]);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stderr.contains("EINVAL"), "{run:#?}");
+    assert!(run.stderr.contains("not the root of its instance"), "{run:#?}");
+}
+
+#[test]
+fn token_trace_on_a_non_bpffs_path_explains_einval() {
+    let _host = shared();
+    let run = run_clean(TRACE, &["-t", "/tmp"]);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stderr.starts_with("token_trace: error: token: creating a BPF token from /tmp: bpf(BPF_TOKEN_CREATE) failed: EINVAL"), "{run:#?}");
+    assert!(run.stderr.contains("this is not a bpffs"), "{run:#?}");
+    assert_eq!(run.stderr.lines().count(), 1, "one line: {run:#?}");
+}
+
+#[test]
+fn token_trace_on_a_missing_path_says_so() {
+    let _host = shared();
+    let run = run_clean(TRACE, &["-t", "/nonexistent/bpffs"]);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stderr.contains("opening bpffs /nonexistent/bpffs: No such file or directory"), "{run:#?}");
+}
+
+#[test]
+fn a_bpffs_without_delegation_explains_enoent() {
+    let _host = shared();
+    let run = run_clean(
+        DEMO,
+        &["-v", "--delegate-cmds", "0", "--delegate-maps", "0", "--delegate-progs", "0", "--delegate-attachs", "0"],
+    );
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stderr.contains("bpf(BPF_TOKEN_CREATE) failed: ENOENT"), "{run:#?}");
+    assert!(run.stderr.contains("the bpffs has no delegation"), "{run:#?}");
+}
+
+#[test]
+fn each_missing_delegation_item_is_named_in_the_load_error() {
+    let _host = shared();
+    let cases: [(&str, &str, &str); 6] = [
+        ("--delegate-progs", "socket_filter", "delegate_progs lacks `xdp`"),
+        ("--delegate-attachs", "cgroup_inet_ingress", "delegate_attachs lacks `xdp`"),
+        ("--delegate-maps", "hash", "delegate_maps lacks `array`"),
+        ("--delegate-cmds", "map_create:prog_load", "delegate_cmds lacks `btf_load`"),
+        ("--delegate-cmds", "prog_load:btf_load", "delegate_cmds lacks `map_create`"),
+        ("--delegate-cmds", "map_create:btf_load", "delegate_cmds lacks `prog_load`"),
+    ];
+    for (flag, value, expected) in cases {
+        let run = run_clean(DEMO, &["-v", flag, value]);
+        assert_eq!(run.code, Some(1), "{flag} {value}: {run:#?}");
+        assert!(run.stderr.contains("EPERM"), "{flag} {value}: {run:#?}");
+        assert!(run.stderr.contains(expected), "{flag} {value}: expected {expected:?} in {run:#?}");
+    }
+}
+
+#[test]
+fn unknown_interface_is_reported() {
+    let _host = shared();
+    let run = run_clean(DEMO, &["-v", "-i", "eth9"]);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stderr.contains("interface \"eth9\" not found"), "{run:#?}");
+}
+
+#[test]
+fn a_misspelt_policy_fails_before_forking_with_a_suggestion() {
+    let _host = shared();
+    let run = run_clean(DEMO, &["-v", "--delegate-progs", "xdpp"]);
+    assert_eq!(run.code, Some(2), "{run:#?}");
+    assert!(run.stderr.contains("did you mean `xdp`?"), "{run:#?}");
+    assert!(!run.stderr.contains("forked sandbox child"), "must fail before forking: {run:#?}");
+}
+
+#[test]
+fn without_root_the_supervisor_refuses_in_one_line() {
+    let _host = shared();
+    let run = run_clean("setpriv", &["--reuid", "65534", "--regid", "65534", "--clear-groups", "--inh-caps=-all", DEMO]);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run:#?}");
+    assert!(run.stderr.contains("missing CAP_SYS_ADMIN"), "{run:#?}");
+}
+
+#[test]
+fn refused_user_namespaces_name_the_sysctl() {
+    // Root here lacks CAP_SYS_RESOURCE, so user.max_user_namespaces cannot be lowered to get the
+    // ENOSPC case (covered by a unit test of the message). A seccomp filter makes
+    // unshare(CLONE_NEWUSER) fail with EPERM, as an AppArmor restriction or a container's
+    // seccomp profile does.
+    let _host = shared();
+    let mounts_before = support::host_mounts();
+    let mut command = Command::new(DEMO);
+    command.arg("-v");
+    support::deny_unshare_with_eperm(&mut command);
+    let out = command.output().unwrap();
+    let run = support::Run::from_output(out);
+    support::assert_host_clean(&mounts_before, &run);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stderr.contains("unshare(CLONE_NEWUSER) failed: EPERM"), "{run:#?}");
+    assert!(run.stderr.contains("kernel.apparmor_restrict_unprivileged_userns"), "{run:#?}");
+}
+
+#[test]
+fn killing_the_supervisor_kills_the_sandbox_and_leaves_nothing() {
+    let _host = shared();
+    let mounts_before = support::host_mounts();
+    let mut child = Command::new(DEMO)
+        .args(["-v", "--", "sleep", "60"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read the trace until the sandbox is running the command.
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let mut sandbox_pid = None;
+    let mut trace = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        trace.push_str(&line);
+        trace.push('\n');
+        if let Some(pid) = line.split("forked sandbox child pid ").nth(1) {
+            sandbox_pid = pid.trim().parse::<i32>().ok();
+        }
+        if line.contains("exec [") {
+            break;
+        }
+    }
+    let sandbox_pid = sandbox_pid.unwrap_or_else(|| panic!("no child pid in the trace:\n{trace}"));
+    // Give exec a moment to replace the sandbox child with sleep.
+    std::thread::sleep(Duration::from_millis(50));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
+    assert!(support::wait_gone(sandbox_pid, Duration::from_secs(2)), "sandbox {sandbox_pid} survived its supervisor");
+    assert_eq!(support::host_mounts(), mounts_before, "host mounts changed");
+    assert!(!support::host_lo_has_xdp());
+}

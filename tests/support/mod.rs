@@ -1,0 +1,178 @@
+//! Shared helpers for the root tests on the real kernel: running the built binaries, and checking
+//! that nothing is left behind on the host after each run.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::process::{Command, Output};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+pub const DEMO: &str = env!("CARGO_BIN_EXE_token_userns_demo");
+pub const TRACE: &str = env!("CARGO_BIN_EXE_token_trace");
+
+/// Tests that change host state (mount a bpffs, change a sysctl) take this lock for writing; all
+/// others take it for reading, so the leak checks never see another test's deliberate changes.
+static HOST: RwLock<()> = RwLock::new(());
+
+/// Fails (never skips) without root: CI must not pass by skipping these tests.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "these tests need root on the real kernel (kernel 6.9+ with BPF tokens); run `cargo xtask test`"
+    );
+}
+
+pub fn shared() -> RwLockReadGuard<'static, ()> {
+    require_root();
+    HOST.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    require_root();
+    HOST.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The host's mount table, without the fields that change on their own.
+pub fn host_mounts() -> BTreeSet<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("read mountinfo")
+        .lines()
+        .map(|l| l.split(' ').skip(4).take(2).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+/// Whether an XDP program is attached to the host's `lo`.
+pub fn host_lo_has_xdp() -> bool {
+    let out = Command::new("ip").args(["-d", "link", "show", "dev", "lo"]).output().expect("run ip");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.contains("xdp") || text.contains("prog/")
+}
+
+/// A completed run of one of the binaries.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn from_output(out: Output) -> Self {
+        Self {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// The value printed after `label :` in the demo's report.
+    pub fn field(&self, label: &str) -> Option<String> {
+        self.stdout.lines().find_map(|l| {
+            let (key, value) = l.split_once(" : ")?;
+            (key.trim_end() == label).then(|| value.trim().to_owned())
+        })
+    }
+
+    /// The sandbox child's pid, from the `-v` trace.
+    pub fn child_pid(&self) -> Option<i32> {
+        self.stderr.lines().find_map(|l| l.split("forked sandbox child pid ").nth(1)?.trim().parse().ok())
+    }
+}
+
+/// Runs a binary and checks that the host is as it was: same mounts, no XDP on `lo`, and (when
+/// the run was traced with `-v`) the sandbox child gone.
+pub fn run_clean(program: &str, args: &[&str]) -> Run {
+    let mounts_before = host_mounts();
+    let out = Command::new(program).args(args).output().expect("spawn");
+    let run = Run::from_output(out);
+    assert_host_clean(&mounts_before, &run);
+    run
+}
+
+pub fn assert_host_clean(mounts_before: &BTreeSet<String>, run: &Run) {
+    let mounts_after = host_mounts();
+    let added: Vec<_> = mounts_after.difference(mounts_before).collect();
+    assert!(added.is_empty(), "new host mounts after the run: {added:?}\n{run:#?}");
+    assert!(!host_lo_has_xdp(), "an XDP program is still attached to the host's lo\n{run:#?}");
+    if let Some(pid) = run.child_pid() {
+        assert!(wait_gone(pid, Duration::from_secs(2)), "sandbox child {pid} still exists\n{run:#?}");
+    }
+}
+
+/// Waits until `pid` no longer exists (or is a zombie of nobody we know).
+pub fn wait_gone(pid: i32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"));
+        let alive = status.is_ok_and(|s| !s.lines().any(|l| l.starts_with("State:") && l.contains("Z")));
+        if !alive {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A bpffs mounted on the host in a temporary directory, unmounted on drop.
+pub struct HostBpffs {
+    pub dir: std::path::PathBuf,
+}
+
+impl HostBpffs {
+    pub fn mount() -> Self {
+        let dir = std::env::temp_dir().join(format!("bpffs-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create mount point");
+        nix::mount::mount(Some("bpf"), &dir, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>).expect("mount bpffs on the host");
+        Self { dir }
+    }
+}
+
+impl Drop for HostBpffs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `token_trace -t PATH` on the host and checks it leaves nothing behind.
+pub fn run_trace_clean(path: &std::path::Path, extra: &[&str]) -> Run {
+    let mut args = vec!["-t", path.to_str().expect("utf-8 path")];
+    args.extend_from_slice(extra);
+    run_clean(TRACE, &args)
+}
+
+/// Installs (in the spawned process, before exec) a seccomp filter that fails `unshare` with
+/// EPERM and allows everything else. x86_64 only, like the machines this runs on.
+pub fn deny_unshare_with_eperm(command: &mut Command) {
+    use std::os::unix::process::CommandExt as _;
+    const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+    const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+    let stmt = |code: u16, k: u32| libc::sock_filter { code, jt: 0, jf: 0, k };
+    let jump = |code: u16, k: u32, jt: u8, jf: u8| libc::sock_filter { code, jt, jf, k };
+    let ld_w_abs = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    let jeq_k = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    let ret_k = (libc::BPF_RET | libc::BPF_K) as u16;
+    let filter = vec![
+        stmt(ld_w_abs, 4), // seccomp_data.arch
+        jump(jeq_k, AUDIT_ARCH_X86_64, 1, 0),
+        stmt(ret_k, SECCOMP_RET_ALLOW),
+        stmt(ld_w_abs, 0), // seccomp_data.nr
+        jump(jeq_k, libc::SYS_unshare as u32, 0, 1),
+        stmt(ret_k, SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        stmt(ret_k, SECCOMP_RET_ALLOW),
+    ];
+    // SAFETY: the closure only makes async-signal-safe system calls on memory it owns.
+    unsafe {
+        command.pre_exec(move || {
+            let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr().cast_mut() };
+            if libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
