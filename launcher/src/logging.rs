@@ -44,13 +44,13 @@ fn role() -> Role {
 }
 
 struct StderrLogger {
-    /// At `-v` only this crate's steps are shown; `-vv` adds aya's own relocation notes.
+    /// At `-v` only our own steps are shown; `-vv` adds aya's relocation notes.
     own_only: bool,
 }
 
 impl log::Log for StderrLogger {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= log::max_level() && (!self.own_only || metadata.target().starts_with(module_path!().split("::").next().unwrap_or("")))
+        metadata.level() <= log::max_level() && (!self.own_only || !metadata.target().starts_with("aya"))
     }
 
     fn log(&self, record: &log::Record<'_>) {

@@ -1,0 +1,163 @@
+//! `cargo xtask bench`: wall times of the demo against `unshare -Urnm true`, measured
+//! interleaved in one run, and where the demo's time goes (from its own `-v` timestamps).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+struct Case {
+    name: &'static str,
+    command: Vec<String>,
+    samples: Vec<Duration>,
+}
+
+fn time_once(command: &[String]) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let status = Command::new(&command[0])
+        .args(&command[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .with_context(|| format!("spawning {command:?}"))?;
+    let elapsed = start.elapsed();
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(elapsed)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median(samples: &[Duration]) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let n = sorted.len();
+    if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2 }
+}
+
+/// Phases of one demo run, delimited by the first trace line containing each marker.
+const PHASES: [(&str, &str); 7] = [
+    ("startup (exec, argument and policy checks, fork)", "forked sandbox child pid"),
+    ("namespaces and id maps (user, mount, net; lo up)", "lo is up"),
+    ("bpffs and token (fsopen, fsconfig, create, fsmount, token)", "token allows allowed_attachs"),
+    ("load (BTF, map, program)", "bpf(BPF_PROG_LOAD"),
+    ("attach (XDP link)", "bpf(BPF_LINK_CREATE"),
+    ("traffic and counter reads", "counter after"),
+    ("teardown (detach, child exit, wait)", "sandbox child exited"),
+];
+
+fn phase_breakdown(demo: &Path, runs: usize) -> anyhow::Result<(Vec<f64>, f64)> {
+    let mut sums = vec![0.0; PHASES.len()];
+    let mut outside = 0.0;
+    for _ in 0..runs {
+        let start = Instant::now();
+        let out = Command::new(demo).arg("-v").output().context("running the demo with -v")?;
+        let wall = ms(start.elapsed());
+        if !out.status.success() {
+            bail!("demo failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let trace = String::from_utf8_lossy(&out.stderr);
+        let stamp = |marker: &str| -> anyhow::Result<f64> {
+            let line = trace.lines().find(|l| l.contains(marker)).with_context(|| format!("no {marker:?} in the trace"))?;
+            let inner = line.trim_start_matches('[');
+            let value = inner.split_whitespace().next().context("no timestamp")?;
+            Ok(value.parse()?)
+        };
+        let mut previous = 0.0;
+        for (i, (_, marker)) in PHASES.iter().enumerate() {
+            let t = stamp(marker)?;
+            sums[i] += t - previous;
+            previous = t;
+        }
+        // What the trace cannot see: process exec before main, and exit after the last line.
+        outside += wall - previous;
+    }
+    Ok((sums, outside))
+}
+
+fn describe_machine() -> (String, String) {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .unwrap_or_else(|| "unknown".to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    (kernel, format!("{cpu} ({cores} cores)"))
+}
+
+pub fn run(root: &Path, bin_dir: &Path, quick: bool) -> anyhow::Result<()> {
+    let runs = if quick { 3 } else { 30 };
+    let demo = bin_dir.join("token_userns_demo");
+    let demo_s = demo.to_string_lossy().into_owned();
+    let mut cases = vec![
+        Case { name: "token_userns_demo (with traffic)", command: vec![demo_s.clone()], samples: vec![] },
+        Case { name: "token_userns_demo -n (no traffic)", command: vec![demo_s.clone(), "-n".into()], samples: vec![] },
+        Case { name: "unshare -Urnm true (floor)", command: ["unshare", "-Urnm", "true"].map(String::from).to_vec(), samples: vec![] },
+    ];
+    // Warm up caches once, then interleave the cases so machine noise hits all of them alike.
+    for case in &cases {
+        time_once(&case.command)?;
+    }
+    for _ in 0..runs {
+        for case in &mut cases {
+            let t = time_once(&case.command)?;
+            case.samples.push(t);
+        }
+    }
+    let floor = median(&cases[2].samples);
+    let mut table = String::new();
+    writeln!(table, "| command | runs | median ms | min ms | max ms | median / floor |")?;
+    writeln!(table, "|---|---|---|---|---|---|")?;
+    for case in &cases {
+        let m = median(&case.samples);
+        writeln!(
+            table,
+            "| `{}` | {} | {:.2} | {:.2} | {:.2} | {:.2}x |",
+            case.name,
+            case.samples.len(),
+            ms(m),
+            ms(*case.samples.iter().min().expect("samples")),
+            ms(*case.samples.iter().max().expect("samples")),
+            ms(m) / ms(floor)
+        )?;
+    }
+    let (sums, outside) = phase_breakdown(&demo, runs)?;
+    let total: f64 = sums.iter().sum::<f64>() + outside;
+    let mut phases = String::new();
+    writeln!(phases, "| phase | total ms over {runs} runs | mean ms per run | share |")?;
+    writeln!(phases, "|---|---|---|---|")?;
+    for ((name, _), sum) in PHASES.iter().zip(&sums) {
+        writeln!(phases, "| {name} | {sum:.2} | {:.3} | {:.1}% |", sum / runs as f64, 100.0 * sum / total)?;
+    }
+    writeln!(
+        phases,
+        "| outside the trace (exec before main, exit after the last line) | {outside:.2} | {:.3} | {:.1}% |",
+        outside / runs as f64,
+        100.0 * outside / total
+    )?;
+    print!("{table}\n{phases}");
+    if quick {
+        eprintln!("xtask: --quick: BENCHMARKS.md not written");
+        return Ok(());
+    }
+    let (kernel, cpu) = describe_machine();
+    let date = Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+    let report = format!(
+        "# Benchmarks\n\nProduced by `sudo -E cargo xtask bench` (release build) on {date}.\nKernel {kernel}; CPU {cpu}.\n\n\
+## Demo end to end\n\nWall time of whole processes, {runs} runs each, the three commands interleaved in one run\n\
+(after one warm-up run each), so the ratios compare like with like on this noisy machine:\n\
+`{demo}`, `{demo} -n`, `unshare -Urnm true`.\n\n{table}\n\
+## Where the time goes\n\nFrom the timestamps of `token_userns_demo -v` (each phase ends at the first trace line of the next\n\
+step), summed over {runs} runs. The `-v` runs are separate from the timed runs above.\n\n{phases}",
+        demo = "target/release/token_userns_demo"
+    );
+    std::fs::write(root.join("BENCHMARKS.md"), report).context("writing BENCHMARKS.md")?;
+    eprintln!("xtask: wrote BENCHMARKS.md");
+    Ok(())
+}
