@@ -225,6 +225,8 @@ fn refused_user_namespaces_name_the_sysctl() {
     assert_eq!(run.code, Some(1), "{run:#?}");
     assert!(run.stderr.contains("unshare(CLONE_NEWUSER) failed: EPERM"), "{run:#?}");
     assert!(run.stderr.contains("kernel.apparmor_restrict_unprivileged_userns"), "{run:#?}");
+    let errors: Vec<&str> = run.stderr.lines().filter(|l| !l.starts_with('[')).collect();
+    assert_eq!(errors.len(), 1, "one error line besides the -v trace: {run:#?}");
 }
 
 #[test]
@@ -261,4 +263,35 @@ fn killing_the_supervisor_kills_the_sandbox_and_leaves_nothing() {
     assert!(support::wait_gone(sandbox_pid, Duration::from_secs(2)), "sandbox {sandbox_pid} survived its supervisor");
     assert_eq!(support::host_mounts(), mounts_before, "host mounts changed");
     assert!(!support::host_lo_has_xdp());
+}
+
+#[test]
+fn a_killed_sandbox_is_reported_and_the_supervisor_exits_like_a_shell() {
+    let _host = shared();
+    let mounts_before = support::host_mounts();
+    let mut child = Command::new(DEMO)
+        .args(["-v", "--", "sleep", "60"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pipe = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(pipe));
+    let mut sandbox_pid = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(pid) = line.split("forked sandbox child pid ").nth(1) {
+            sandbox_pid = pid.trim().parse::<i32>().ok();
+        }
+        if line.contains("exec [") {
+            break;
+        }
+    }
+    let sandbox_pid = sandbox_pid.expect("child pid in the trace");
+    std::thread::sleep(Duration::from_millis(50));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sandbox_pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let rest: String = lines.map_while(Result::ok).collect::<Vec<_>>().join("\n");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(137), "128 + SIGKILL; stderr: {rest}");
+    assert!(rest.contains("sandbox child was killed by SIGKILL"), "{rest}");
+    assert_eq!(support::host_mounts(), mounts_before);
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use bpf_token_launcher::logging;
 use bpf_token_launcher::policy::{self, DelegateKind, EnumNames, PolicyError};
-use bpf_token_launcher::supervisor::{self, SandboxAction, SupervisorOptions};
+use bpf_token_launcher::supervisor::{self, ChildExit, SandboxAction, SupervisorError, SupervisorOptions};
 use bpf_token_launcher::userns::HostIdentity;
 use clap::Parser;
 
@@ -107,11 +107,26 @@ fn main() -> ExitCode {
     match supervisor::run(&options, &names) {
         Ok(exit) => {
             log::debug!("sandbox child {exit}");
-            ExitCode::from(u8::try_from(exit.exit_code()).unwrap_or(1))
+            if let ChildExit::Signaled(_) = exit {
+                eprintln!("token_userns_demo: sandbox child {exit}");
+            }
+            exit_code(exit)
+        }
+        // The child already printed its own one-line error: do not add a second line.
+        Err(SupervisorError::ChildDied { exit: exit @ ChildExit::Exited(_), expected }) => {
+            log::debug!("sandbox child {exit} while the supervisor expected {expected}");
+            exit_code(exit)
         }
         Err(err) => {
             eprintln!("token_userns_demo: error: {err}");
-            ExitCode::FAILURE
+            match err {
+                SupervisorError::ChildDied { exit, .. } => exit_code(exit),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
+}
+
+fn exit_code(exit: ChildExit) -> ExitCode {
+    ExitCode::from(u8::try_from(exit.exit_code()).unwrap_or(1))
 }
