@@ -101,7 +101,11 @@ fn token_trace_counts_through_a_delegated_bpffs_prepared_for_it() {
     let _host = shared();
     // The supervisor mounts the delegated bpffs at /sys/fs/bpf inside the sandbox; token_trace
     // runs there with an explicit -t and with the libbpf default (LIBBPF_BPF_TOKEN_PATH).
-    for args in [&[TRACE, "-t", "/sys/fs/bpf"][..], &[TRACE][..]] {
+    // The sandbox runs as host uid 65534, which may not be able to reach the build directory
+    // (a clone under /root, say): run a copy from a world-readable place.
+    let copy = support::world_readable_copy(TRACE);
+    let trace = copy.path.to_str().unwrap();
+    for args in [&[trace, "-t", "/sys/fs/bpf"][..], &[trace][..]] {
         let mut full = vec!["-v", "--"];
         full.extend_from_slice(args);
         let run = run_clean(DEMO, &full);

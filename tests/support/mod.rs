@@ -176,3 +176,29 @@ pub fn deny_unshare_with_eperm(command: &mut Command) {
         });
     }
 }
+
+/// A copy of a binary in a directory every user can reach, for running it as the sandbox's
+/// unprivileged host identity; removed on drop.
+pub struct WorldReadableCopy {
+    dir: std::path::PathBuf,
+    pub path: std::path::PathBuf,
+}
+
+impl Drop for WorldReadableCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn world_readable_copy(binary: &str) -> WorldReadableCopy {
+    use std::os::unix::fs::PermissionsExt as _;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("token-test-bin-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create the copy's directory");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = dir.join(std::path::Path::new(binary).file_name().expect("binary name"));
+    std::fs::copy(binary, &path).expect("copy the binary");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    WorldReadableCopy { dir, path }
+}
