@@ -237,34 +237,12 @@ fn refused_user_namespaces_name_the_sysctl() {
 fn killing_the_supervisor_kills_the_sandbox_and_leaves_nothing() {
     let _host = shared();
     let mounts_before = support::host_mounts();
-    let mut child = Command::new(DEMO)
-        .args(["-v", "--", "sleep", "60"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Read the trace until the sandbox is running the command.
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-    let mut sandbox_pid = None;
-    let mut trace = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        trace.push_str(&line);
-        trace.push('\n');
-        if let Some(pid) = line.split("forked sandbox child pid ").nth(1) {
-            sandbox_pid = pid.trim().parse::<i32>().ok();
-        }
-        if line.contains("exec [") {
-            break;
-        }
-    }
-    let sandbox_pid = sandbox_pid.unwrap_or_else(|| panic!("no child pid in the trace:\n{trace}"));
-    // Give exec a moment to replace the sandbox child with sleep.
-    std::thread::sleep(Duration::from_millis(50));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
-    let status = child.wait().unwrap();
+    let mut running = support::RunningSandbox::start(&["sleep", "60"]);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(running.supervisor.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let status = running.supervisor.wait().unwrap();
     assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
-    assert!(support::wait_gone(sandbox_pid, Duration::from_secs(2)), "sandbox {sandbox_pid} survived its supervisor");
+    let pid = running.sandbox_pid;
+    assert!(support::wait_gone(pid, Duration::from_secs(2)), "sandbox {pid} survived its supervisor");
     assert_eq!(support::host_mounts(), mounts_before, "host mounts changed");
     assert!(!support::host_lo_has_xdp());
 }
@@ -273,28 +251,10 @@ fn killing_the_supervisor_kills_the_sandbox_and_leaves_nothing() {
 fn a_killed_sandbox_is_reported_and_the_supervisor_exits_like_a_shell() {
     let _host = shared();
     let mounts_before = support::host_mounts();
-    let mut child = Command::new(DEMO)
-        .args(["-v", "--", "sleep", "60"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pipe = child.stderr.take().unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(pipe));
-    let mut sandbox_pid = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(pid) = line.split("forked sandbox child pid ").nth(1) {
-            sandbox_pid = pid.trim().parse::<i32>().ok();
-        }
-        if line.contains("exec [") {
-            break;
-        }
-    }
-    let sandbox_pid = sandbox_pid.expect("child pid in the trace");
-    std::thread::sleep(Duration::from_millis(50));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sandbox_pid), nix::sys::signal::Signal::SIGKILL).unwrap();
-    let rest: String = lines.map_while(Result::ok).collect::<Vec<_>>().join("\n");
-    let status = child.wait().unwrap();
+    let mut running = support::RunningSandbox::start(&["sleep", "60"]);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(running.sandbox_pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let rest = running.rest_of_trace();
+    let status = running.supervisor.wait().unwrap();
     assert_eq!(status.code(), Some(137), "128 + SIGKILL; stderr: {rest}");
     assert!(rest.contains("sandbox child was killed by SIGKILL"), "{rest}");
     assert_eq!(support::host_mounts(), mounts_before);

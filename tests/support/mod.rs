@@ -202,3 +202,45 @@ pub fn world_readable_copy(binary: &str) -> WorldReadableCopy {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     WorldReadableCopy { dir, path }
 }
+
+/// `token_userns_demo -v -- CMD` running in the background, read until the command is exec'd.
+pub struct RunningSandbox {
+    pub supervisor: std::process::Child,
+    pub sandbox_pid: i32,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+}
+
+impl RunningSandbox {
+    pub fn start(command: &[&str]) -> Self {
+        let mut supervisor = Command::new(DEMO)
+            .args(["-v", "--"])
+            .args(command)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn the supervisor");
+        let pipe = supervisor.stderr.take().expect("stderr pipe");
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(pipe));
+        let mut sandbox_pid = None;
+        let mut trace = String::new();
+        for line in lines.by_ref() {
+            let line = line.expect("read the trace");
+            trace.push_str(&line);
+            trace.push('\n');
+            if let Some(pid) = line.split("forked sandbox child pid ").nth(1) {
+                sandbox_pid = pid.trim().parse::<i32>().ok();
+            }
+            if line.contains("exec [") {
+                break;
+            }
+        }
+        let sandbox_pid = sandbox_pid.unwrap_or_else(|| panic!("no sandbox pid in the trace:\n{trace}"));
+        // Give exec a moment to replace the sandbox child with the command.
+        std::thread::sleep(Duration::from_millis(50));
+        Self { supervisor, sandbox_pid, lines }
+    }
+
+    /// Everything the supervisor writes to stderr from now until it exits.
+    pub fn rest_of_trace(&mut self) -> String {
+        self.lines.by_ref().map_while(Result::ok).collect::<Vec<_>>().join("\n")
+    }
+}
