@@ -154,7 +154,11 @@ pub fn run(root: &Path, bin_dir: &Path, quick: bool) -> anyhow::Result<()> {
 (after one warm-up run each), so the ratios compare like with like on this noisy machine:\n\
 `{demo}`, `{demo} -n`, `unshare -Urnm true`.\n\n{table}\n\
 ## Where the time goes\n\nFrom the timestamps of `token_userns_demo -v` (each phase ends at the first trace line of the next\n\
-step), summed over {runs} runs. The `-v` runs are separate from the timed runs above.\n\n{phases}",
+step), summed over {runs} runs. The `-v` runs are separate from the timed runs above.\n\n{phases}\n\
+Reading: the user-space work (namespaces, bpffs, token, BTF/map/program load, traffic) takes a few\n\
+milliseconds; attaching the XDP link and tearing it down (link close detaches the program, then the\n\
+sandbox's network namespace goes away) are where the kernel waits, most of the run. The\n\
+`unshare -Urnm true` floor does none of that, hence the ratio.\n",
         demo = "target/release/token_userns_demo"
     );
     std::fs::write(root.join("BENCHMARKS.md"), report).context("writing BENCHMARKS.md")?;
