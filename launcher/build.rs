@@ -21,29 +21,48 @@ fn main() -> anyhow::Result<()> {
 fn cargo_metadata() -> anyhow::Result<String> {
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR not set")?;
     let root = std::path::Path::new(&manifest_dir).join("../demo-ebpf");
-    let root = root.canonicalize().with_context(|| format!("finding {}", root.display()))?;
-    Ok(root.to_str().ok_or_else(|| anyhow!("non-UTF-8 path {}", root.display()))?.to_owned())
+    let root = root
+        .canonicalize()
+        .with_context(|| format!("finding {}", root.display()))?;
+    Ok(root
+        .to_str()
+        .ok_or_else(|| anyhow!("non-UTF-8 path {}", root.display()))?
+        .to_owned())
 }
 
 /// bpf-linker must exist and be built against the same LLVM major as the nightly rustc: an object
 /// from a newer LLVM fails to link with an error that does not say so.
 fn check_linker() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed=PATH");
-    let linker = std::process::Command::new("bpf-linker").arg("--version").output();
+    let linker = std::process::Command::new("bpf-linker")
+        .arg("--version")
+        .output();
     let Ok(linker) = linker else {
-        return Err(anyhow!("bpf-linker not found on PATH; run scripts/setup-toolchain.sh"));
+        return Err(anyhow!(
+            "bpf-linker not found on PATH; run scripts/setup-toolchain.sh"
+        ));
     };
-    let rustc = std::process::Command::new("rustup").args(["run", "nightly", "rustc", "-vV"]).output();
+    let rustc = std::process::Command::new("rustup")
+        .args(["run", "nightly", "rustc", "-vV"])
+        .output();
     let Ok(rustc) = rustc else {
-        return Err(anyhow!("the nightly toolchain is missing; run scripts/setup-toolchain.sh"));
+        return Err(anyhow!(
+            "the nightly toolchain is missing; run scripts/setup-toolchain.sh"
+        ));
     };
     let rustc_llvm = String::from_utf8_lossy(&rustc.stdout)
         .lines()
-        .find_map(|l| l.strip_prefix("LLVM version: ").map(|v| v.split('.').next().unwrap_or("").to_owned()));
+        .find_map(|l| {
+            l.strip_prefix("LLVM version: ")
+                .map(|v| v.split('.').next().unwrap_or("").to_owned())
+        });
     let linker_text = String::from_utf8_lossy(&linker.stdout).into_owned();
     if let Some(major) = rustc_llvm
         && !linker_text.is_empty()
-        && let Ok(llvm_config) = std::process::Command::new(format!("/usr/lib/llvm-{major}/bin/llvm-config")).arg("--version").output()
+        && let Ok(llvm_config) =
+            std::process::Command::new(format!("/usr/lib/llvm-{major}/bin/llvm-config"))
+                .arg("--version")
+                .output()
         && !llvm_config.status.success()
     {
         return Err(anyhow!(

@@ -16,7 +16,12 @@ fn demo_prints_the_reference_report_with_delta_one() {
     assert_eq!(run.code, Some(0), "{run:#?}");
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(lines.len(), 6, "{run:#?}");
-    assert!(run.field("token path").unwrap().starts_with("/proc/self/fd/"), "{run:#?}");
+    assert!(
+        run.field("token path")
+            .unwrap()
+            .starts_with("/proc/self/fd/"),
+        "{run:#?}"
+    );
     assert_eq!(run.field("interface").as_deref(), Some("lo (ifindex=1)"));
     assert_eq!(run.field("packets before").as_deref(), Some("0"));
     assert_eq!(run.field("packets after").as_deref(), Some("1"));
@@ -30,7 +35,11 @@ fn twenty_runs_in_a_row_all_count_exactly_one_packet() {
     for i in 0..20 {
         let run = run_clean(DEMO, &["-v"]);
         assert_eq!(run.code, Some(0), "run {i}: {run:#?}");
-        assert_eq!(run.field("delta").as_deref(), Some("1"), "run {i}: {run:#?}");
+        assert_eq!(
+            run.field("delta").as_deref(),
+            Some("1"),
+            "run {i}: {run:#?}"
+        );
     }
 }
 
@@ -72,7 +81,11 @@ fn verbose_trace_shows_every_step_and_the_tokens_allowed_set() {
         "counter before",
         "counter after",
     ] {
-        assert!(run.stderr.contains(expected), "missing {expected:?} in the -v trace:\n{}", run.stderr);
+        assert!(
+            run.stderr.contains(expected),
+            "missing {expected:?} in the -v trace:\n{}",
+            run.stderr
+        );
     }
 }
 
@@ -81,19 +94,46 @@ fn sandbox_root_maps_to_nobody_by_default_and_to_sudo_uid_when_set() {
     let _host = shared();
     let uid_of = |envs: &[(&str, &str)]| {
         let out = Command::new(DEMO)
-            .args(["--", "sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map"])
+            .args([
+                "--",
+                "sh",
+                "-c",
+                "cat /proc/self/uid_map /proc/self/gid_map",
+            ])
             .env_remove("SUDO_UID")
             .env_remove("SUDO_GID")
             .envs(envs.iter().copied())
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
-        String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ")
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
     };
     assert_eq!(uid_of(&[]), "0 65534 1 0 65534 1");
-    assert_eq!(uid_of(&[("SUDO_UID", "1234"), ("SUDO_GID", "4321")]), "0 1234 1 0 4321 1");
-    let out = Command::new(DEMO).args(["--uid", "2000", "--gid", "3000", "--", "cat", "/proc/self/uid_map"]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>(), ["0", "2000", "1"]);
+    assert_eq!(
+        uid_of(&[("SUDO_UID", "1234"), ("SUDO_GID", "4321")]),
+        "0 1234 1 0 4321 1"
+    );
+    let out = Command::new(DEMO)
+        .args([
+            "--uid",
+            "2000",
+            "--gid",
+            "3000",
+            "--",
+            "cat",
+            "/proc/self/uid_map",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["0", "2000", "1"]
+    );
 }
 
 #[test]
@@ -121,8 +161,16 @@ fn token_trace_on_a_host_bpffs_explains_eopnotsupp() {
     let bpffs = support::HostBpffs::mount();
     let run = support::run_trace_clean(&bpffs.dir, &[]);
     assert_eq!(run.code, Some(1), "{run:#?}");
-    assert!(run.stderr.contains("bpf(BPF_TOKEN_CREATE) failed: EOPNOTSUPP"), "{run:#?}");
-    assert!(run.stderr.contains("a host-owned bpffs never yields a token"), "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("bpf(BPF_TOKEN_CREATE) failed: EOPNOTSUPP"),
+        "{run:#?}"
+    );
+    assert!(
+        run.stderr
+            .contains("a host-owned bpffs never yields a token"),
+        "{run:#?}"
+    );
 }
 
 #[test]
@@ -134,7 +182,10 @@ fn token_trace_on_a_bpffs_subdirectory_explains_einval() {
     let run = support::run_trace_clean(&sub, &[]);
     assert_eq!(run.code, Some(1), "{run:#?}");
     assert!(run.stderr.contains("EINVAL"), "{run:#?}");
-    assert!(run.stderr.contains("not the root of its instance"), "{run:#?}");
+    assert!(
+        run.stderr.contains("not the root of its instance"),
+        "{run:#?}"
+    );
 }
 
 #[test]
@@ -152,7 +203,11 @@ fn token_trace_on_a_missing_path_says_so() {
     let _host = shared();
     let run = run_clean(TRACE, &["-t", "/nonexistent/bpffs"]);
     assert_eq!(run.code, Some(1), "{run:#?}");
-    assert!(run.stderr.contains("opening bpffs /nonexistent/bpffs: No such file or directory"), "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("opening bpffs /nonexistent/bpffs: No such file or directory"),
+        "{run:#?}"
+    );
 }
 
 #[test]
@@ -160,29 +215,68 @@ fn a_bpffs_without_delegation_explains_enoent() {
     let _host = shared();
     let run = run_clean(
         DEMO,
-        &["-v", "--delegate-cmds", "0", "--delegate-maps", "0", "--delegate-progs", "0", "--delegate-attachs", "0"],
+        &[
+            "-v",
+            "--delegate-cmds",
+            "0",
+            "--delegate-maps",
+            "0",
+            "--delegate-progs",
+            "0",
+            "--delegate-attachs",
+            "0",
+        ],
     );
     assert_eq!(run.code, Some(1), "{run:#?}");
-    assert!(run.stderr.contains("bpf(BPF_TOKEN_CREATE) failed: ENOENT"), "{run:#?}");
-    assert!(run.stderr.contains("the bpffs has no delegation"), "{run:#?}");
+    assert!(
+        run.stderr.contains("bpf(BPF_TOKEN_CREATE) failed: ENOENT"),
+        "{run:#?}"
+    );
+    assert!(
+        run.stderr.contains("the bpffs has no delegation"),
+        "{run:#?}"
+    );
 }
 
 #[test]
 fn each_missing_delegation_item_is_named_in_the_load_error() {
     let _host = shared();
     let cases: [(&str, &str, &str); 6] = [
-        ("--delegate-progs", "socket_filter", "delegate_progs lacks `xdp`"),
-        ("--delegate-attachs", "cgroup_inet_ingress", "delegate_attachs lacks `xdp`"),
+        (
+            "--delegate-progs",
+            "socket_filter",
+            "delegate_progs lacks `xdp`",
+        ),
+        (
+            "--delegate-attachs",
+            "cgroup_inet_ingress",
+            "delegate_attachs lacks `xdp`",
+        ),
         ("--delegate-maps", "hash", "delegate_maps lacks `array`"),
-        ("--delegate-cmds", "map_create:prog_load", "delegate_cmds lacks `btf_load`"),
-        ("--delegate-cmds", "prog_load:btf_load", "delegate_cmds lacks `map_create`"),
-        ("--delegate-cmds", "map_create:btf_load", "delegate_cmds lacks `prog_load`"),
+        (
+            "--delegate-cmds",
+            "map_create:prog_load",
+            "delegate_cmds lacks `btf_load`",
+        ),
+        (
+            "--delegate-cmds",
+            "prog_load:btf_load",
+            "delegate_cmds lacks `map_create`",
+        ),
+        (
+            "--delegate-cmds",
+            "map_create:btf_load",
+            "delegate_cmds lacks `prog_load`",
+        ),
     ];
     for (flag, value, expected) in cases {
         let run = run_clean(DEMO, &["-v", flag, value]);
         assert_eq!(run.code, Some(1), "{flag} {value}: {run:#?}");
         assert!(run.stderr.contains("EPERM"), "{flag} {value}: {run:#?}");
-        assert!(run.stderr.contains(expected), "{flag} {value}: expected {expected:?} in {run:#?}");
+        assert!(
+            run.stderr.contains(expected),
+            "{flag} {value}: expected {expected:?} in {run:#?}"
+        );
     }
 }
 
@@ -191,7 +285,10 @@ fn unknown_interface_is_reported() {
     let _host = shared();
     let run = run_clean(DEMO, &["-v", "-i", "eth9"]);
     assert_eq!(run.code, Some(1), "{run:#?}");
-    assert!(run.stderr.contains("interface \"eth9\" not found"), "{run:#?}");
+    assert!(
+        run.stderr.contains("interface \"eth9\" not found"),
+        "{run:#?}"
+    );
 }
 
 #[test]
@@ -200,13 +297,27 @@ fn a_misspelt_policy_fails_before_forking_with_a_suggestion() {
     let run = run_clean(DEMO, &["-v", "--delegate-progs", "xdpp"]);
     assert_eq!(run.code, Some(2), "{run:#?}");
     assert!(run.stderr.contains("did you mean `xdp`?"), "{run:#?}");
-    assert!(!run.stderr.contains("forked sandbox child"), "must fail before forking: {run:#?}");
+    assert!(
+        !run.stderr.contains("forked sandbox child"),
+        "must fail before forking: {run:#?}"
+    );
 }
 
 #[test]
 fn without_root_the_supervisor_refuses_in_one_line() {
     let _host = shared();
-    let run = run_clean("setpriv", &["--reuid", "65534", "--regid", "65534", "--clear-groups", "--inh-caps=-all", DEMO]);
+    let run = run_clean(
+        "setpriv",
+        &[
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            DEMO,
+        ],
+    );
     assert_eq!(run.code, Some(1), "{run:#?}");
     assert_eq!(run.stderr.lines().count(), 1, "{run:#?}");
     assert!(run.stderr.contains("missing CAP_SYS_ADMIN"), "{run:#?}");
@@ -227,10 +338,21 @@ fn refused_user_namespaces_name_the_sysctl() {
     let run = support::Run::from_output(out);
     support::assert_host_clean(&mounts_before, &run);
     assert_eq!(run.code, Some(1), "{run:#?}");
-    assert!(run.stderr.contains("unshare(CLONE_NEWUSER) failed: EPERM"), "{run:#?}");
-    assert!(run.stderr.contains("kernel.apparmor_restrict_unprivileged_userns"), "{run:#?}");
+    assert!(
+        run.stderr.contains("unshare(CLONE_NEWUSER) failed: EPERM"),
+        "{run:#?}"
+    );
+    assert!(
+        run.stderr
+            .contains("kernel.apparmor_restrict_unprivileged_userns"),
+        "{run:#?}"
+    );
     let errors: Vec<&str> = run.stderr.lines().filter(|l| !l.starts_with('[')).collect();
-    assert_eq!(errors.len(), 1, "one error line besides the -v trace: {run:#?}");
+    assert_eq!(
+        errors.len(),
+        1,
+        "one error line besides the -v trace: {run:#?}"
+    );
 }
 
 #[test]
@@ -238,11 +360,21 @@ fn killing_the_supervisor_kills_the_sandbox_and_leaves_nothing() {
     let _host = shared();
     let mounts_before = support::host_mounts();
     let mut running = support::RunningSandbox::start(&["sleep", "60"]);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(running.supervisor.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(running.supervisor.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let status = running.supervisor.wait().unwrap();
-    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
     let pid = running.sandbox_pid;
-    assert!(support::wait_gone(pid, Duration::from_secs(2)), "sandbox {pid} survived its supervisor");
+    assert!(
+        support::wait_gone(pid, Duration::from_secs(2)),
+        "sandbox {pid} survived its supervisor"
+    );
     assert_eq!(support::host_mounts(), mounts_before, "host mounts changed");
     assert!(!support::host_lo_has_xdp());
 }
@@ -252,10 +384,17 @@ fn a_killed_sandbox_is_reported_and_the_supervisor_exits_like_a_shell() {
     let _host = shared();
     let mounts_before = support::host_mounts();
     let mut running = support::RunningSandbox::start(&["sleep", "60"]);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(running.sandbox_pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(running.sandbox_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let rest = running.rest_of_trace();
     let status = running.supervisor.wait().unwrap();
     assert_eq!(status.code(), Some(137), "128 + SIGKILL; stderr: {rest}");
-    assert!(rest.contains("sandbox child was killed by SIGKILL"), "{rest}");
+    assert!(
+        rest.contains("sandbox child was killed by SIGKILL"),
+        "{rest}"
+    );
     assert_eq!(support::host_mounts(), mounts_before);
 }

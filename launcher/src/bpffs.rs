@@ -17,7 +17,10 @@ pub fn open_context() -> Result<OwnedFd, BpffsError> {
 }
 
 /// The `fsconfig` options for a delegation: one per non-empty set, in a fixed order.
-pub fn delegation_options(delegation: &Delegation, names: &EnumNames) -> Vec<(DelegateKind, String)> {
+pub fn delegation_options(
+    delegation: &Delegation,
+    names: &EnumNames,
+) -> Vec<(DelegateKind, String)> {
     DelegateKind::ALL
         .into_iter()
         .filter(|kind| !delegation.get(*kind).is_empty())
@@ -26,16 +29,35 @@ pub fn delegation_options(delegation: &Delegation, names: &EnumNames) -> Vec<(De
 }
 
 /// Sets the delegation on a context and creates the superblock (the supervisor's part).
-pub fn delegate_and_create(context: BorrowedFd<'_>, delegation: &Delegation, names: &EnumNames) -> Result<(), BpffsError> {
+pub fn delegate_and_create(
+    context: BorrowedFd<'_>,
+    delegation: &Delegation,
+    names: &EnumNames,
+) -> Result<(), BpffsError> {
     for (kind, value) in delegation_options(delegation, names) {
         let key = CString::new(kind.option()).expect("option names have no NUL");
-        let c_value = CString::new(value.clone()).map_err(|_| BpffsError::BadValue { kind, value: value.clone() })?;
-        sys::mount::fsconfig_set_string(context, &key, &c_value)
-            .map_err(|source| BpffsError::Configure { kind, value: value.clone(), source })?;
-        log::debug!("fsconfig(fd {}, FSCONFIG_SET_STRING, {}, {value})", context.as_raw_fd(), kind.option());
+        let c_value = CString::new(value.clone()).map_err(|_| BpffsError::BadValue {
+            kind,
+            value: value.clone(),
+        })?;
+        sys::mount::fsconfig_set_string(context, &key, &c_value).map_err(|source| {
+            BpffsError::Configure {
+                kind,
+                value: value.clone(),
+                source,
+            }
+        })?;
+        log::debug!(
+            "fsconfig(fd {}, FSCONFIG_SET_STRING, {}, {value})",
+            context.as_raw_fd(),
+            kind.option()
+        );
     }
     sys::mount::fsconfig_create(context).map_err(|source| BpffsError::Create { source })?;
-    log::debug!("fsconfig(fd {}, FSCONFIG_CMD_CREATE): superblock created", context.as_raw_fd());
+    log::debug!(
+        "fsconfig(fd {}, FSCONFIG_CMD_CREATE): superblock created",
+        context.as_raw_fd()
+    );
     Ok(())
 }
 
@@ -52,7 +74,11 @@ pub enum BpffsError {
     #[error("{} {value:?} contains a NUL byte", kind.option())]
     BadValue { kind: DelegateKind, value: String },
     #[error("setting {}={value}: {source}: {}", kind.option(), configure_hint(source.errno))]
-    Configure { kind: DelegateKind, value: String, source: SysError },
+    Configure {
+        kind: DelegateKind,
+        value: String,
+        source: SysError,
+    },
     #[error("creating the bpffs superblock: {source}: {}", create_hint(source.errno))]
     Create { source: SysError },
     #[error("mounting the bpffs: {source}: {}", mount_hint(source.errno))]
@@ -61,7 +87,9 @@ pub enum BpffsError {
 
 fn open_hint(errno: Errno) -> &'static str {
     match errno {
-        Errno::EPERM => "fsopen needs CAP_SYS_ADMIN over the caller's mount namespace: unshare a mount namespace inside the user namespace first",
+        Errno::EPERM => {
+            "fsopen needs CAP_SYS_ADMIN over the caller's mount namespace: unshare a mount namespace inside the user namespace first"
+        }
         Errno::ENODEV => "the kernel has no bpf filesystem (CONFIG_BPF_SYSCALL)",
         Errno::ENOSYS => "the kernel predates the new mount API (Linux 5.2)",
         _ => "unexpected error from the kernel",
@@ -81,7 +109,9 @@ fn configure_hint(errno: Errno) -> String {
 
 fn create_hint(errno: Errno) -> &'static str {
     match errno {
-        Errno::EPERM => "creating a bpffs for another user namespace needs CAP_SYS_ADMIN in the initial user namespace; some distribution 6.8 kernels refuse it altogether (use Linux 6.9+)",
+        Errno::EPERM => {
+            "creating a bpffs for another user namespace needs CAP_SYS_ADMIN in the initial user namespace; some distribution 6.8 kernels refuse it altogether (use Linux 6.9+)"
+        }
         Errno::EBUSY => "the context was already used to create a superblock",
         _ => "unexpected error from the kernel",
     }
@@ -97,5 +127,8 @@ fn mount_hint(errno: Errno) -> &'static str {
 
 /// `uname -r`, for messages.
 pub fn kernel_release() -> String {
-    nix::sys::utsname::uname().map_or_else(|_| "unknown".to_owned(), |u| u.release().to_string_lossy().into_owned())
+    nix::sys::utsname::uname().map_or_else(
+        |_| "unknown".to_owned(),
+        |u| u.release().to_string_lossy().into_owned(),
+    )
 }

@@ -12,7 +12,8 @@ use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd};
 
 use nix::sys::socket::{
-    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg, sendmsg, socketpair,
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
+    sendmsg, socketpair,
 };
 
 use crate::sys::{Errno, SysError};
@@ -33,9 +34,14 @@ pub enum MessageKind {
 
 impl MessageKind {
     fn from_tag(tag: u8) -> Option<Self> {
-        [Self::UserNamespaceCreated, Self::IdMapsWritten, Self::BpffsContext, Self::SuperblockCreated]
-            .into_iter()
-            .find(|k| *k as u8 == tag)
+        [
+            Self::UserNamespaceCreated,
+            Self::IdMapsWritten,
+            Self::BpffsContext,
+            Self::SuperblockCreated,
+        ]
+        .into_iter()
+        .find(|k| *k as u8 == tag)
     }
 }
 
@@ -73,9 +79,17 @@ impl fmt::Display for Received {
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
     #[error("protocol error: expected {expected}, got {got}")]
-    Unexpected { expected: MessageKind, got: Received },
-    #[error("the {peer} closed the channel while {expected} was expected (it exited or was killed)")]
-    Closed { peer: &'static str, expected: MessageKind },
+    Unexpected {
+        expected: MessageKind,
+        got: Received,
+    },
+    #[error(
+        "the {peer} closed the channel while {expected} was expected (it exited or was killed)"
+    )]
+    Closed {
+        peer: &'static str,
+        expected: MessageKind,
+    },
     #[error("{0}")]
     Sys(SysError),
 }
@@ -88,9 +102,28 @@ pub struct ChannelPair {
 
 /// `socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC)`.
 pub fn channel_pair() -> Result<ChannelPair, ChannelError> {
-    let (a, b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-        .map_err(|errno| ChannelError::Sys(SysError { call: "socketpair(AF_UNIX, SOCK_SEQPACKET)", errno }))?;
-    Ok(ChannelPair { supervisor: SupervisorChannel(Endpoint { fd: a, peer: "sandbox child" }), sandbox: SandboxChannel(Endpoint { fd: b, peer: "supervisor" }) })
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|errno| {
+        ChannelError::Sys(SysError {
+            call: "socketpair(AF_UNIX, SOCK_SEQPACKET)",
+            errno,
+        })
+    })?;
+    Ok(ChannelPair {
+        supervisor: SupervisorChannel(Endpoint {
+            fd: a,
+            peer: "sandbox child",
+        }),
+        sandbox: SandboxChannel(Endpoint {
+            fd: b,
+            peer: "supervisor",
+        }),
+    })
 }
 
 struct Endpoint {
@@ -103,15 +136,33 @@ impl Endpoint {
         let tag = [kind as u8];
         let iov = [IoSlice::new(&tag)];
         let raw: Vec<RawFd> = fd.iter().map(|f| f.as_raw_fd()).collect();
-        let cmsgs: Vec<ControlMessage<'_>> = if raw.is_empty() { vec![] } else { vec![ControlMessage::ScmRights(&raw)] };
+        let cmsgs: Vec<ControlMessage<'_>> = if raw.is_empty() {
+            vec![]
+        } else {
+            vec![ControlMessage::ScmRights(&raw)]
+        };
         loop {
-            match sendmsg::<()>(self.fd.as_raw_fd(), &iov, &cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+            match sendmsg::<()>(
+                self.fd.as_raw_fd(),
+                &iov,
+                &cmsgs,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
                 Ok(_) => break,
                 Err(Errno::EINTR) => {}
                 Err(Errno::EPIPE | Errno::ECONNRESET) => {
-                    return Err(ChannelError::Closed { peer: self.peer, expected: kind });
+                    return Err(ChannelError::Closed {
+                        peer: self.peer,
+                        expected: kind,
+                    });
                 }
-                Err(errno) => return Err(ChannelError::Sys(SysError { call: "sendmsg", errno })),
+                Err(errno) => {
+                    return Err(ChannelError::Sys(SysError {
+                        call: "sendmsg",
+                        errno,
+                    }));
+                }
             }
         }
         log::trace!("sent {kind}");
@@ -124,38 +175,79 @@ impl Endpoint {
         let mut cmsg_space = nix::cmsg_space!([RawFd; 1]);
         let (len, flags, fds) = loop {
             let mut iov = [IoSliceMut::new(&mut tag)];
-            match recvmsg::<()>(self.fd.as_raw_fd(), &mut iov, Some(&mut cmsg_space), MsgFlags::MSG_CMSG_CLOEXEC) {
+            match recvmsg::<()>(
+                self.fd.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg_space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
                 Ok(msg) => {
                     let mut fds = Vec::new();
-                    for cmsg in msg.cmsgs().map_err(|errno| ChannelError::Sys(SysError { call: "recvmsg", errno }))? {
+                    for cmsg in msg.cmsgs().map_err(|errno| {
+                        ChannelError::Sys(SysError {
+                            call: "recvmsg",
+                            errno,
+                        })
+                    })? {
                         if let ControlMessageOwned::ScmRights(received) = cmsg {
                             // SAFETY: the kernel installed these descriptors for us; we own them now.
-                            fds.extend(received.into_iter().map(|raw| unsafe { OwnedFd::from_raw_fd(raw) }));
+                            fds.extend(
+                                received
+                                    .into_iter()
+                                    .map(|raw| unsafe { OwnedFd::from_raw_fd(raw) }),
+                            );
                         }
                     }
                     break (msg.bytes, msg.flags, fds);
                 }
                 Err(Errno::EINTR) => {}
-                Err(errno) => return Err(ChannelError::Sys(SysError { call: "recvmsg", errno })),
+                Err(errno) => {
+                    return Err(ChannelError::Sys(SysError {
+                        call: "recvmsg",
+                        errno,
+                    }));
+                }
             }
         };
         if len == 0 {
-            return Err(ChannelError::Closed { peer: self.peer, expected });
+            return Err(ChannelError::Closed {
+                peer: self.peer,
+                expected,
+            });
         }
         if len != 1 || flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC) {
-            return Err(ChannelError::Unexpected { expected, got: Received::Truncated });
+            return Err(ChannelError::Unexpected {
+                expected,
+                got: Received::Truncated,
+            });
         }
-        let got = MessageKind::from_tag(tag[0]).ok_or(ChannelError::Unexpected { expected, got: Received::UnknownTag(tag[0]) })?;
+        let got = MessageKind::from_tag(tag[0]).ok_or(ChannelError::Unexpected {
+            expected,
+            got: Received::UnknownTag(tag[0]),
+        })?;
         if got != expected {
-            return Err(ChannelError::Unexpected { expected, got: Received::Message(got) });
+            return Err(ChannelError::Unexpected {
+                expected,
+                got: Received::Message(got),
+            });
         }
         let wants_fd = expected == MessageKind::BpffsContext;
         let mut fds = fds.into_iter();
         let fd = fds.next();
         match (wants_fd, &fd, fds.next()) {
             (true, Some(_), None) | (false, None, None) => {}
-            (true, None, _) => return Err(ChannelError::Unexpected { expected, got: Received::MissingFd }),
-            _ => return Err(ChannelError::Unexpected { expected, got: Received::Truncated }),
+            (true, None, _) => {
+                return Err(ChannelError::Unexpected {
+                    expected,
+                    got: Received::MissingFd,
+                });
+            }
+            _ => {
+                return Err(ChannelError::Unexpected {
+                    expected,
+                    got: Received::Truncated,
+                });
+            }
         }
         log::trace!("received {got}");
         Ok(fd)
@@ -221,7 +313,11 @@ mod tests {
         pair.sandbox.send_bpffs_context(file.as_fd()).unwrap();
         let fd = pair.supervisor.wait_bpffs_context().unwrap();
         let flags = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_GETFD).unwrap();
-        assert_ne!(flags & libc::FD_CLOEXEC, 0, "received descriptors must be close-on-exec");
+        assert_ne!(
+            flags & libc::FD_CLOEXEC,
+            0,
+            "received descriptors must be close-on-exec"
+        );
     }
 
     #[test]
@@ -229,23 +325,39 @@ mod tests {
         let pair = channel_pair().unwrap();
         pair.supervisor.superblock_created().unwrap();
         let err = pair.sandbox.wait_id_maps().unwrap_err();
-        assert_eq!(err.to_string(), "protocol error: expected IdMapsWritten, got SuperblockCreated");
+        assert_eq!(
+            err.to_string(),
+            "protocol error: expected IdMapsWritten, got SuperblockCreated"
+        );
     }
 
     #[test]
     fn missing_descriptor_is_reported() {
         let pair = channel_pair().unwrap();
-        pair.sandbox.0.send(MessageKind::BpffsContext, None).unwrap();
+        pair.sandbox
+            .0
+            .send(MessageKind::BpffsContext, None)
+            .unwrap();
         let err = pair.supervisor.wait_bpffs_context().unwrap_err();
-        assert!(err.to_string().ends_with("got the message without its descriptor"), "{err}");
+        assert!(
+            err.to_string()
+                .ends_with("got the message without its descriptor"),
+            "{err}"
+        );
     }
 
     #[test]
     fn closed_peer_is_reported_not_hung() {
-        let ChannelPair { supervisor, sandbox } = channel_pair().unwrap();
+        let ChannelPair {
+            supervisor,
+            sandbox,
+        } = channel_pair().unwrap();
         drop(sandbox);
         let err = supervisor.wait_user_namespace().unwrap_err();
         assert!(matches!(err, ChannelError::Closed { .. }), "{err}");
-        assert!(err.to_string().contains("sandbox child closed the channel"), "{err}");
+        assert!(
+            err.to_string().contains("sandbox child closed the channel"),
+            "{err}"
+        );
     }
 }

@@ -14,7 +14,8 @@ use crate::sys::{self, SysError};
 use crate::token::{Token, TokenError};
 
 /// The counter program (`demo-ebpf`), built for bpfel with BTF by `build.rs`.
-pub static COUNTER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/demo-ebpf"));
+pub static COUNTER_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/demo-ebpf"));
 
 /// Name of the map and of the program inside [`COUNTER_OBJECT`].
 pub const COUNTER_MAP: &str = "COUNTER";
@@ -34,7 +35,8 @@ unsafe impl aya::Pod for CounterValue {}
 
 /// Where the token comes from when no path is given: libbpf's rule.
 pub fn default_token_path() -> PathBuf {
-    std::env::var_os("LIBBPF_BPF_TOKEN_PATH").map_or_else(|| PathBuf::from("/sys/fs/bpf"), PathBuf::from)
+    std::env::var_os("LIBBPF_BPF_TOKEN_PATH")
+        .map_or_else(|| PathBuf::from("/sys/fs/bpf"), PathBuf::from)
 }
 
 /// What one run of the trace does.
@@ -68,7 +70,11 @@ impl fmt::Display for TraceReport {
     /// The reference tutorial's layout, kept so its users feel at home.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "token path     : {}", self.token_path.display())?;
-        writeln!(f, "interface      : {} (ifindex={})", self.interface, self.ifindex)?;
+        writeln!(
+            f,
+            "interface      : {} (ifindex={})",
+            self.interface, self.ifindex
+        )?;
         writeln!(f, "packets before : {}", self.before.packets)?;
         writeln!(f, "packets after  : {}", self.after.packets)?;
         writeln!(f, "delta          : {}", self.delta())?;
@@ -80,21 +86,35 @@ impl fmt::Display for TraceReport {
 pub fn run_trace(options: &TraceOptions) -> Result<TraceReport, TraceError> {
     let ifindex = net::interface_index(&options.interface)?;
     let token = Token::from_bpffs_path(&options.token_path)?;
-    log::debug!("bpf(BPF_TOKEN_CREATE, bpffs={}) = token fd {}", options.token_path.display(), token.as_fd().as_raw_fd());
+    log::debug!(
+        "bpf(BPF_TOKEN_CREATE, bpffs={}) = token fd {}",
+        options.token_path.display(),
+        token.as_fd().as_raw_fd()
+    );
     match token.allowed() {
         Ok(allowed) => {
             let names = EnumNames::builtin();
             for kind in DelegateKind::ALL {
-                log::debug!("token allows {}={}", kind.fdinfo_key(), names.render(kind, allowed.get(kind)));
+                log::debug!(
+                    "token allows {}={}",
+                    kind.fdinfo_key(),
+                    names.render(kind, allowed.get(kind))
+                );
             }
         }
         Err(e) => log::debug!("token fdinfo unreadable: {e}"),
     }
 
     let mut loaded = TokenLoader::new(&token).load(COUNTER_OBJECT)?;
-    let map = loaded.take_map(COUNTER_MAP).ok_or(TraceError::ObjectLayout("the object has no COUNTER map"))?;
+    let map = loaded
+        .take_map(COUNTER_MAP)
+        .ok_or(TraceError::ObjectLayout("the object has no COUNTER map"))?;
     let counter: Array<MapData, CounterValue> = Array::try_from(map).map_err(TraceError::Map)?;
-    let program = loaded.program(COUNTER_PROGRAM).ok_or(TraceError::ObjectLayout("the object has no xdp_counter program"))?;
+    let program = loaded
+        .program(COUNTER_PROGRAM)
+        .ok_or(TraceError::ObjectLayout(
+            "the object has no xdp_counter program",
+        ))?;
 
     let link = attach_xdp(program.fd(), ifindex, &options.interface)?;
     log::debug!(
@@ -103,18 +123,39 @@ pub fn run_trace(options: &TraceOptions) -> Result<TraceReport, TraceError> {
         link.as_raw_fd()
     );
 
-    let probe = if options.send_traffic { Some(LoopbackProbe::new()?) } else { None };
+    let probe = if options.send_traffic {
+        Some(LoopbackProbe::new()?)
+    } else {
+        None
+    };
     let before = read_counter(&counter)?;
-    log::debug!("counter before: packets={} last_ifindex={}", before.packets, before.last_ifindex);
+    log::debug!(
+        "counter before: packets={} last_ifindex={}",
+        before.packets,
+        before.last_ifindex
+    );
     if let Some(probe) = &probe {
         probe.send_and_receive()?;
         log::debug!("datagram to {} received", probe.destination()?);
     }
     let after = read_counter(&counter)?;
-    log::debug!("counter after: packets={} last_ifindex={}", after.packets, after.last_ifindex);
+    log::debug!(
+        "counter after: packets={} last_ifindex={}",
+        after.packets,
+        after.last_ifindex
+    );
     drop(link);
-    log::debug!("link closed: XDP program detached from {}", options.interface);
-    Ok(TraceReport { token_path: options.token_path.clone(), interface: options.interface.clone(), ifindex, before, after })
+    log::debug!(
+        "link closed: XDP program detached from {}",
+        options.interface
+    );
+    Ok(TraceReport {
+        token_path: options.token_path.clone(),
+        interface: options.interface.clone(),
+        ifindex,
+        before,
+        after,
+    })
 }
 
 fn read_counter(counter: &Array<MapData, CounterValue>) -> Result<CounterValue, TraceError> {
@@ -122,11 +163,17 @@ fn read_counter(counter: &Array<MapData, CounterValue>) -> Result<CounterValue, 
 }
 
 /// Attaches an XDP program through a BPF link; the program stays attached while the link fd is open.
-pub fn attach_xdp(prog: std::os::fd::BorrowedFd<'_>, ifindex: u32, interface: &str) -> Result<OwnedFd, TraceError> {
-    sys::bpf::link_create_ifindex(prog, ifindex, bpf_attach_type::BPF_XDP as u32, 0).map_err(|source| TraceError::Attach {
-        interface: interface.to_owned(),
-        source,
-    })
+pub fn attach_xdp(
+    prog: std::os::fd::BorrowedFd<'_>,
+    ifindex: u32,
+    interface: &str,
+) -> Result<OwnedFd, TraceError> {
+    sys::bpf::link_create_ifindex(prog, ifindex, bpf_attach_type::BPF_XDP as u32, 0).map_err(
+        |source| TraceError::Attach {
+            interface: interface.to_owned(),
+            source,
+        },
+    )
 }
 
 /// Why the trace failed.
@@ -148,7 +195,9 @@ pub enum TraceError {
 
 fn attach_hint(source: &SysError) -> &'static str {
     match source.errno {
-        sys::Errno::EBUSY | sys::Errno::EEXIST => "another XDP program is already attached to this interface",
+        sys::Errno::EBUSY | sys::Errno::EEXIST => {
+            "another XDP program is already attached to this interface"
+        }
         sys::Errno::EPERM => "the caller lacks CAP_NET_ADMIN in the interface's network namespace",
         sys::Errno::EINVAL => "the interface or the kernel refused the XDP mode",
         _ => "unexpected error from the kernel",
@@ -180,7 +229,11 @@ mod tests {
             interface: "lo".into(),
             ifindex: 1,
             before: CounterValue::default(),
-            after: CounterValue { packets: 1, last_ifindex: 1, _reserved: 0 },
+            after: CounterValue {
+                packets: 1,
+                last_ifindex: 1,
+                _reserved: 0,
+            },
         };
         assert_eq!(
             report.to_string(),
@@ -192,10 +245,16 @@ mod tests {
     fn embedded_object_matches_the_value_layout() {
         let obj = aya_obj::Object::parse(COUNTER_OBJECT).unwrap();
         let map = &obj.maps[COUNTER_MAP];
-        assert_eq!(map.value_size() as usize, std::mem::size_of::<CounterValue>());
+        assert_eq!(
+            map.value_size() as usize,
+            std::mem::size_of::<CounterValue>()
+        );
         assert_eq!(map.max_entries(), 1);
         assert!(obj.programs.contains_key(COUNTER_PROGRAM));
-        assert!(obj.btf.is_some(), "the counter must carry BTF (built with --btf)");
+        assert!(
+            obj.btf.is_some(),
+            "the counter must carry BTF (built with --btf)"
+        );
     }
 
     #[test]

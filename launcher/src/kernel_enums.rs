@@ -6,7 +6,6 @@
 //! (`BPF_`, `BPF_MAP_TYPE_`, `BPF_PROG_TYPE_`, `BPF_`), as the kernel accepts and prints them.
 //! Aliases (two names for one value) are kept: the kernel accepts both.
 
-
 /// `enum bpf_cmd`, prefix `BPF_`.
 pub const CMDS: &[(&str, u32)] = &[
     ("map_create", 0),

@@ -118,7 +118,8 @@ impl<'t> TokenLoader<'t> {
     }
 
     fn token_label(&self) -> String {
-        self.token_fd().map_or_else(|| "none".to_owned(), |fd| fd.as_raw_fd().to_string())
+        self.token_fd()
+            .map_or_else(|| "none".to_owned(), |fd| fd.as_raw_fd().to_string())
     }
 
     /// Parses, relocates and loads `object`: BTF first, then maps, then programs.
@@ -135,7 +136,8 @@ impl<'t> TokenLoader<'t> {
         let btf = self.load_btf(&mut obj, &features)?;
         if obj.has_btf_relocations() {
             let target = Btf::from_sys_fs().map_err(|e| LoadError::KernelBtf(e.to_string()))?;
-            obj.relocate_btf(&target).map_err(|e| LoadError::Relocation(e.to_string()))?;
+            obj.relocate_btf(&target)
+                .map_err(|e| LoadError::Relocation(e.to_string()))?;
         }
 
         let mut map_fds: Vec<(String, OwnedFd, aya_obj::Map)> = Vec::new();
@@ -147,10 +149,17 @@ impl<'t> TokenLoader<'t> {
             map_fds.push((name, fd, map));
         }
 
-        let text_sections: HashSet<usize> = obj.functions.keys().map(|(section, _)| *section).collect();
-        obj.relocate_maps(map_fds.iter().map(|(name, fd, map)| (name.as_str(), fd.as_raw_fd(), map)), &text_sections)
+        let text_sections: HashSet<usize> =
+            obj.functions.keys().map(|(section, _)| *section).collect();
+        obj.relocate_maps(
+            map_fds
+                .iter()
+                .map(|(name, fd, map)| (name.as_str(), fd.as_raw_fd(), map)),
+            &text_sections,
+        )
+        .map_err(|e| LoadError::Relocation(e.to_string()))?;
+        obj.relocate_calls(&text_sections)
             .map_err(|e| LoadError::Relocation(e.to_string()))?;
-        obj.relocate_calls(&text_sections).map_err(|e| LoadError::Relocation(e.to_string()))?;
         obj.sanitize_functions(&features);
 
         let mut programs = HashMap::new();
@@ -160,22 +169,48 @@ impl<'t> TokenLoader<'t> {
             let program = &obj.programs[name];
             let function = &obj.functions[&program.function_key()];
             let spec = specs[name];
-            let fd = self.load_program(name, spec, program, function, btf.as_ref().map(AsFd::as_fd))?;
-            programs.insert(name.clone(), LoadedProgram { name: name.clone(), spec, fd });
+            let fd =
+                self.load_program(name, spec, program, function, btf.as_ref().map(AsFd::as_fd))?;
+            programs.insert(
+                name.clone(),
+                LoadedProgram {
+                    name: name.clone(),
+                    spec,
+                    fd,
+                },
+            );
         }
 
         let mut maps = HashMap::new();
         for (name, fd, _) in map_fds {
-            let data = aya::maps::MapData::from_fd(fd).map_err(|source| LoadError::AyaMap { name: name.clone(), source })?;
-            let map = aya::maps::Map::from_map_data(data).map_err(|source| LoadError::AyaMap { name: name.clone(), source })?;
+            let data = aya::maps::MapData::from_fd(fd).map_err(|source| LoadError::AyaMap {
+                name: name.clone(),
+                source,
+            })?;
+            let map = aya::maps::Map::from_map_data(data).map_err(|source| LoadError::AyaMap {
+                name: name.clone(),
+                source,
+            })?;
             maps.insert(name, map);
         }
-        Ok(LoadedObject { btf, maps, programs })
+        Ok(LoadedObject {
+            btf,
+            maps,
+            programs,
+        })
     }
 
-    fn load_btf(&self, obj: &mut Object, features: &Features) -> Result<Option<OwnedFd>, LoadError> {
-        let Some(btf_features) = features.btf() else { return Ok(None) };
-        let Some(btf) = obj.fixup_and_sanitize_btf(btf_features).map_err(|e| LoadError::Relocation(e.to_string()))?
+    fn load_btf(
+        &self,
+        obj: &mut Object,
+        features: &Features,
+    ) -> Result<Option<OwnedFd>, LoadError> {
+        let Some(btf_features) = features.btf() else {
+            return Ok(None);
+        };
+        let Some(btf) = obj
+            .fixup_and_sanitize_btf(btf_features)
+            .map_err(|e| LoadError::Relocation(e.to_string()))?
         else {
             return Ok(None);
         };
@@ -193,15 +228,31 @@ impl<'t> TokenLoader<'t> {
             Err(source) => {
                 // Load again with a log to tell the user what the kernel disliked.
                 let mut buf = vec![0u8; VERIFIER_LOG_SIZE];
-                let mut log = LogBuffer { level: 1, buf: &mut buf };
+                let mut log = LogBuffer {
+                    level: 1,
+                    buf: &mut buf,
+                };
                 let retry = sys::bpf::btf_load(&bytes, self.token_fd(), Some(&mut log));
-                let log_text = if retry.is_err() { log.text() } else { String::new() };
-                Err(LoadError::Btf { source, cause: self.denial_cause(source.errno, &[(DelegateKind::Cmds, btf_load_cmd())]), log: log_text })
+                let log_text = if retry.is_err() {
+                    log.text()
+                } else {
+                    String::new()
+                };
+                Err(LoadError::Btf {
+                    source,
+                    cause: self.denial_cause(source.errno, &[(DelegateKind::Cmds, btf_load_cmd())]),
+                    log: log_text,
+                })
             }
         }
     }
 
-    fn create_map(&self, name: &str, map: &aya_obj::Map, btf: Option<BorrowedFd<'_>>) -> Result<OwnedFd, LoadError> {
+    fn create_map(
+        &self,
+        name: &str,
+        map: &aya_obj::Map,
+        btf: Option<BorrowedFd<'_>>,
+    ) -> Result<OwnedFd, LoadError> {
         let map_type = map.map_type();
         let mut max_entries = map.max_entries();
         if map_type == bpf_map_type::BPF_MAP_TYPE_PERF_EVENT_ARRAY as u32 && max_entries == 0 {
@@ -230,14 +281,22 @@ impl<'t> TokenLoader<'t> {
             btf: btf_ids,
             inner_map: inner.as_ref().map(AsFd::as_fd),
         };
-        let fd = sys::bpf::map_create(&attr, self.token_fd()).map_err(|source| LoadError::MapCreate {
-            name: name.to_owned(),
-            map_type: names().name_of(DelegateKind::Maps, map_type).unwrap_or("unknown").to_owned(),
-            source,
-            cause: self.denial_cause(
-                source.errno,
-                &[(DelegateKind::Cmds, map_create_cmd()), (DelegateKind::Maps, map_type)],
-            ),
+        let fd = sys::bpf::map_create(&attr, self.token_fd()).map_err(|source| {
+            LoadError::MapCreate {
+                name: name.to_owned(),
+                map_type: names()
+                    .name_of(DelegateKind::Maps, map_type)
+                    .unwrap_or("unknown")
+                    .to_owned(),
+                source,
+                cause: self.denial_cause(
+                    source.errno,
+                    &[
+                        (DelegateKind::Cmds, map_create_cmd()),
+                        (DelegateKind::Maps, map_type),
+                    ],
+                ),
+            }
         })?;
         log::debug!(
             "bpf(BPF_MAP_CREATE, token_fd={}, name={name}, type={}, key={}, value={}, max_entries={max_entries}) = fd {}",
@@ -250,11 +309,18 @@ impl<'t> TokenLoader<'t> {
         // Global data sections (.data, .rodata, .bss) are single-entry arrays holding their
         // initial contents; .rodata is frozen so the verifier can treat it as constant.
         if !map.data().is_empty() {
-            sys::bpf::map_update_elem(fd.as_fd(), &0u32.to_ne_bytes(), map.data(), 0)
-                .map_err(|source| LoadError::MapInit { name: name.to_owned(), source })?;
+            sys::bpf::map_update_elem(fd.as_fd(), &0u32.to_ne_bytes(), map.data(), 0).map_err(
+                |source| LoadError::MapInit {
+                    name: name.to_owned(),
+                    source,
+                },
+            )?;
         }
         if map.section_kind() == EbpfSectionKind::Rodata {
-            sys::bpf::map_freeze(fd.as_fd()).map_err(|source| LoadError::MapInit { name: name.to_owned(), source })?;
+            sys::bpf::map_freeze(fd.as_fd()).map_err(|source| LoadError::MapInit {
+                name: name.to_owned(),
+                source,
+            })?;
         }
         Ok(fd)
     }
@@ -287,8 +353,14 @@ impl<'t> TokenLoader<'t> {
             attach_btf_id: None,
         };
         let names = names();
-        let prog_type = names.name_of(DelegateKind::Progs, spec.prog_type as u32).unwrap_or("unknown").to_owned();
-        let attach_type = names.name_of(DelegateKind::Attachs, spec.expected_attach_type).unwrap_or("unknown").to_owned();
+        let prog_type = names
+            .name_of(DelegateKind::Progs, spec.prog_type as u32)
+            .unwrap_or("unknown")
+            .to_owned();
+        let attach_type = names
+            .name_of(DelegateKind::Attachs, spec.expected_attach_type)
+            .unwrap_or("unknown")
+            .to_owned();
         match sys::bpf::prog_load(&attr, self.token_fd(), None) {
             Ok(fd) => {
                 log::debug!(
@@ -304,7 +376,10 @@ impl<'t> TokenLoader<'t> {
                     String::new()
                 } else {
                     let mut buf = vec![0u8; VERIFIER_LOG_SIZE];
-                    let mut log = LogBuffer { level: 1, buf: &mut buf };
+                    let mut log = LogBuffer {
+                        level: 1,
+                        buf: &mut buf,
+                    };
                     let _ = sys::bpf::prog_load(&attr, self.token_fd(), Some(&mut log));
                     log.text()
                 };
@@ -345,15 +420,25 @@ impl<'t> TokenLoader<'t> {
         };
         let allowed: Delegation = match token.allowed() {
             Ok(allowed) => allowed,
-            Err(e) => return format!("the token may not cover this call (its fdinfo could not be read: {e})"),
+            Err(e) => {
+                return format!(
+                    "the token may not cover this call (its fdinfo could not be read: {e})"
+                );
+            }
         };
         let names = names();
         let missing: Vec<String> = needed
             .iter()
             .filter(|(kind, value)| !allowed.get(*kind).contains(*value))
             .map(|(kind, value)| {
-                let name = names.name_of(*kind, *value).map_or_else(|| value.to_string(), str::to_owned);
-                format!("{} lacks `{name}` (add `{name}` to {})", kind.option(), kind.flag())
+                let name = names
+                    .name_of(*kind, *value)
+                    .map_or_else(|| value.to_string(), str::to_owned);
+                format!(
+                    "{} lacks `{name}` (add `{name}` to {})",
+                    kind.option(),
+                    kind.flag()
+                )
             })
             .collect();
         if missing.is_empty() {
@@ -419,15 +504,37 @@ pub enum LoadError {
     #[error("reading the kernel's BTF for CO-RE relocations: {0}")]
     KernelBtf(String),
     #[error("loading the object's BTF: {source}: {cause}{}", log_suffix(log))]
-    Btf { source: SysError, cause: String, log: String },
+    Btf {
+        source: SysError,
+        cause: String,
+        log: String,
+    },
     #[error("creating map `{name}` (type {map_type}): {source}: {cause}")]
-    MapCreate { name: String, map_type: String, source: SysError, cause: String },
+    MapCreate {
+        name: String,
+        map_type: String,
+        source: SysError,
+        cause: String,
+    },
     #[error("initialising map `{name}`: {source}")]
     MapInit { name: String, source: SysError },
-    #[error("loading program `{name}` (type {prog_type}, expected attach type {attach_type}): {source}: {cause}{}", log_suffix(log))]
-    ProgLoad { name: String, prog_type: String, attach_type: String, source: SysError, cause: String, log: String },
+    #[error(
+        "loading program `{name}` (type {prog_type}, expected attach type {attach_type}): {source}: {cause}{}",
+        log_suffix(log)
+    )]
+    ProgLoad {
+        name: String,
+        prog_type: String,
+        attach_type: String,
+        source: SysError,
+        cause: String,
+        log: String,
+    },
     #[error("handing map `{name}` to aya: {source}")]
-    AyaMap { name: String, source: aya::maps::MapError },
+    AyaMap {
+        name: String,
+        source: aya::maps::MapError,
+    },
 }
 
 impl LoadError {
@@ -441,12 +548,19 @@ impl LoadError {
 
     pub fn errno(&self) -> Option<Errno> {
         match self {
-            Self::Btf { source, .. } | Self::MapCreate { source, .. } | Self::ProgLoad { source, .. } | Self::MapInit { source, .. } => Some(source.errno),
+            Self::Btf { source, .. }
+            | Self::MapCreate { source, .. }
+            | Self::ProgLoad { source, .. }
+            | Self::MapInit { source, .. } => Some(source.errno),
             _ => None,
         }
     }
 }
 
 fn log_suffix(log: &str) -> String {
-    if log.is_empty() { String::new() } else { format!("\nverifier log:\n{}", log.trim_end()) }
+    if log.is_empty() {
+        String::new()
+    } else {
+        format!("\nverifier log:\n{}", log.trim_end())
+    }
 }

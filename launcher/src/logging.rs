@@ -50,7 +50,8 @@ struct StderrLogger {
 
 impl log::Log for StderrLogger {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= log::max_level() && (!self.own_only || !metadata.target().starts_with("aya"))
+        metadata.level() <= log::max_level()
+            && (!self.own_only || !metadata.target().starts_with("aya"))
     }
 
     fn log(&self, record: &log::Record<'_>) {

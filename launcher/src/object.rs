@@ -44,48 +44,68 @@ pub fn program_spec(section: &ProgramSection) -> Result<ProgramSpec, Unsupported
         ),
         ProgramSection::SocketFilter => spec(P::BPF_PROG_TYPE_SOCKET_FILTER, None, 0),
         ProgramSection::SchedClassifier => spec(P::BPF_PROG_TYPE_SCHED_CLS, None, 0),
-        ProgramSection::KProbe | ProgramSection::KRetProbe => spec(P::BPF_PROG_TYPE_KPROBE, None, 0),
+        ProgramSection::KProbe | ProgramSection::KRetProbe => {
+            spec(P::BPF_PROG_TYPE_KPROBE, None, 0)
+        }
         ProgramSection::UProbe { sleepable: s } | ProgramSection::URetProbe { sleepable: s } => {
             spec(P::BPF_PROG_TYPE_KPROBE, None, sleepable(*s))
         }
         ProgramSection::TracePoint => spec(P::BPF_PROG_TYPE_TRACEPOINT, None, 0),
         ProgramSection::RawTracePoint => spec(P::BPF_PROG_TYPE_RAW_TRACEPOINT, None, 0),
         ProgramSection::PerfEvent => spec(P::BPF_PROG_TYPE_PERF_EVENT, None, 0),
-        ProgramSection::SkMsg => {
-            spec(P::BPF_PROG_TYPE_SK_MSG, Some(bpf_attach_type::BPF_SK_MSG_VERDICT), 0)
-        }
+        ProgramSection::SkMsg => spec(
+            P::BPF_PROG_TYPE_SK_MSG,
+            Some(bpf_attach_type::BPF_SK_MSG_VERDICT),
+            0,
+        ),
         ProgramSection::SkSkbStream { .. } => spec(P::BPF_PROG_TYPE_SK_SKB, None, 0),
         ProgramSection::SockOps => spec(P::BPF_PROG_TYPE_SOCK_OPS, None, 0),
         ProgramSection::CgroupSkb { attach_type } => {
             spec(P::BPF_PROG_TYPE_CGROUP_SKB, attach_type.map(Into::into), 0)
         }
-        ProgramSection::CgroupSockAddr { attach_type } => {
-            spec(P::BPF_PROG_TYPE_CGROUP_SOCK_ADDR, Some((*attach_type).into()), 0)
-        }
+        ProgramSection::CgroupSockAddr { attach_type } => spec(
+            P::BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
+            Some((*attach_type).into()),
+            0,
+        ),
         ProgramSection::CgroupSock { attach_type } => {
             spec(P::BPF_PROG_TYPE_CGROUP_SOCK, Some((*attach_type).into()), 0)
         }
-        ProgramSection::CgroupSockopt { attach_type } => {
-            spec(P::BPF_PROG_TYPE_CGROUP_SOCKOPT, Some((*attach_type).into()), 0)
-        }
-        ProgramSection::CgroupSysctl => {
-            spec(P::BPF_PROG_TYPE_CGROUP_SYSCTL, Some(bpf_attach_type::BPF_CGROUP_SYSCTL), 0)
-        }
-        ProgramSection::CgroupDevice => {
-            spec(P::BPF_PROG_TYPE_CGROUP_DEVICE, Some(bpf_attach_type::BPF_CGROUP_DEVICE), 0)
-        }
-        ProgramSection::LircMode2 => {
-            spec(P::BPF_PROG_TYPE_LIRC_MODE2, Some(bpf_attach_type::BPF_LIRC_MODE2), 0)
-        }
-        ProgramSection::SkLookup => {
-            spec(P::BPF_PROG_TYPE_SK_LOOKUP, Some(bpf_attach_type::BPF_SK_LOOKUP), 0)
-        }
-        ProgramSection::SkReuseport { attach_type } => {
-            spec(P::BPF_PROG_TYPE_SK_REUSEPORT, Some((*attach_type).into()), 0)
-        }
-        ProgramSection::FlowDissector => {
-            spec(P::BPF_PROG_TYPE_FLOW_DISSECTOR, Some(bpf_attach_type::BPF_FLOW_DISSECTOR), 0)
-        }
+        ProgramSection::CgroupSockopt { attach_type } => spec(
+            P::BPF_PROG_TYPE_CGROUP_SOCKOPT,
+            Some((*attach_type).into()),
+            0,
+        ),
+        ProgramSection::CgroupSysctl => spec(
+            P::BPF_PROG_TYPE_CGROUP_SYSCTL,
+            Some(bpf_attach_type::BPF_CGROUP_SYSCTL),
+            0,
+        ),
+        ProgramSection::CgroupDevice => spec(
+            P::BPF_PROG_TYPE_CGROUP_DEVICE,
+            Some(bpf_attach_type::BPF_CGROUP_DEVICE),
+            0,
+        ),
+        ProgramSection::LircMode2 => spec(
+            P::BPF_PROG_TYPE_LIRC_MODE2,
+            Some(bpf_attach_type::BPF_LIRC_MODE2),
+            0,
+        ),
+        ProgramSection::SkLookup => spec(
+            P::BPF_PROG_TYPE_SK_LOOKUP,
+            Some(bpf_attach_type::BPF_SK_LOOKUP),
+            0,
+        ),
+        ProgramSection::SkReuseport { attach_type } => spec(
+            P::BPF_PROG_TYPE_SK_REUSEPORT,
+            Some((*attach_type).into()),
+            0,
+        ),
+        ProgramSection::FlowDissector => spec(
+            P::BPF_PROG_TYPE_FLOW_DISSECTOR,
+            Some(bpf_attach_type::BPF_FLOW_DISSECTOR),
+            0,
+        ),
         other @ (ProgramSection::Lsm { .. }
         | ProgramSection::LsmCgroup
         | ProgramSection::BtfTracePoint
@@ -120,5 +140,10 @@ pub fn object_needs(object: &Object) -> Result<ObjectNeeds, UnsupportedSection> 
         .map(|(name, program)| Ok((name.clone(), program_spec(&program.section)?)))
         .collect::<Result<Vec<_>, _>>()?;
     programs.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(ObjectNeeds { has_maps: !object.maps.is_empty(), has_btf: object.btf.is_some(), map_types, programs })
+    Ok(ObjectNeeds {
+        has_maps: !object.maps.is_empty(),
+        has_btf: object.btf.is_some(),
+        map_types,
+        programs,
+    })
 }

@@ -108,12 +108,20 @@ impl Mask {
 
     #[must_use]
     pub const fn with(self, value: u32) -> Self {
-        if value < 64 { Self(self.0 | (1 << value)) } else { self }
+        if value < 64 {
+            Self(self.0 | (1 << value))
+        } else {
+            self
+        }
     }
 
     #[must_use]
     pub const fn without(self, value: u32) -> Self {
-        if value < 64 { Self(self.0 & !(1 << value)) } else { self }
+        if value < 64 {
+            Self(self.0 & !(1 << value))
+        } else {
+            self
+        }
     }
 
     /// The values in the set, ascending.
@@ -151,7 +159,10 @@ impl Delegation {
     }
 
     pub const fn is_empty(&self) -> bool {
-        self.cmds.is_empty() && self.maps.is_empty() && self.progs.is_empty() && self.attachs.is_empty()
+        self.cmds.is_empty()
+            && self.maps.is_empty()
+            && self.progs.is_empty()
+            && self.attachs.is_empty()
     }
 }
 
@@ -181,9 +192,15 @@ impl EnumNames {
     /// The built-in names.
     pub fn builtin() -> Self {
         let table = |kind: DelegateKind| {
-            kind.builtin_table().iter().map(|(name, value)| ((*name).to_owned(), *value)).collect()
+            kind.builtin_table()
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), *value))
+                .collect()
         };
-        Self { tables: DelegateKind::ALL.map(table), source: NameSource::Builtin }
+        Self {
+            tables: DelegateKind::ALL.map(table),
+            source: NameSource::Builtin,
+        }
     }
 
     pub const fn source(&self) -> NameSource {
@@ -199,7 +216,12 @@ impl EnumNames {
         let lower = name.to_ascii_lowercase();
         let prefix = kind.kernel_prefix().to_ascii_lowercase();
         let bare = lower.strip_prefix(&prefix).unwrap_or(&lower);
-        let find = |n: &str| self.table(kind).iter().find(|(entry, _)| entry == n).map(|(_, v)| *v);
+        let find = |n: &str| {
+            self.table(kind)
+                .iter()
+                .find(|(entry, _)| entry == n)
+                .map(|(_, v)| *v)
+        };
         // `BPF_XDP` is the attach type `xdp`, but a bare `bpf_...`-looking name could also be
         // an unprefixed name that happens to start with the prefix: try the name as given too.
         find(bare).or_else(|| find(&lower))
@@ -207,7 +229,10 @@ impl EnumNames {
 
     /// The first name of a value, in enum order (the one the kernel prints).
     pub fn name_of(&self, kind: DelegateKind, value: u32) -> Option<&str> {
-        self.table(kind).iter().find(|(_, v)| *v == value).map(|(n, _)| n.as_str())
+        self.table(kind)
+            .iter()
+            .find(|(_, v)| *v == value)
+            .map(|(n, _)| n.as_str())
     }
 
     /// Parses one `--delegate-*` value: `any`, a list of names separated by `:` or `,`, or one
@@ -221,22 +246,36 @@ impl EnumNames {
         if let [single] = items.as_slice()
             && let Some(number) = parse_number(single)
         {
-            return number.map(Mask).map_err(|()| PolicyError::BadNumber { kind, item: (*single).to_owned() });
+            return number.map(Mask).map_err(|()| PolicyError::BadNumber {
+                kind,
+                item: (*single).to_owned(),
+            });
         }
         let mut mask = Mask::NONE;
         for item in &items {
             if item.is_empty() {
-                return Err(PolicyError::EmptyItem { kind, value: text.to_owned() });
+                return Err(PolicyError::EmptyItem {
+                    kind,
+                    value: text.to_owned(),
+                });
             }
             if item.eq_ignore_ascii_case("any") {
                 mask = Mask::ANY;
             } else if let Some(value) = self.value_of(kind, item) {
                 if value >= 64 {
-                    return Err(PolicyError::OutOfRange { kind, item: (*item).to_owned(), value });
+                    return Err(PolicyError::OutOfRange {
+                        kind,
+                        item: (*item).to_owned(),
+                        value,
+                    });
                 }
                 mask = mask.with(value);
             } else if parse_number(item).is_some() {
-                return Err(PolicyError::NumberMixedWithNames { kind, value: text.to_owned(), item: (*item).to_owned() });
+                return Err(PolicyError::NumberMixedWithNames {
+                    kind,
+                    value: text.to_owned(),
+                    item: (*item).to_owned(),
+                });
             } else {
                 return Err(PolicyError::UnknownName {
                     kind,
@@ -267,8 +306,11 @@ impl EnumNames {
         let lower = item.to_ascii_lowercase();
         let prefix = kind.kernel_prefix().to_ascii_lowercase();
         let bare = lower.strip_prefix(&prefix).unwrap_or(&lower);
-        let mut scored: Vec<(usize, &str)> =
-            self.table(kind).iter().map(|(name, _)| (edit_distance(bare, name), name.as_str())).collect();
+        let mut scored: Vec<(usize, &str)> = self
+            .table(kind)
+            .iter()
+            .map(|(name, _)| (edit_distance(bare, name), name.as_str()))
+            .collect();
         scored.sort();
         let best = scored.first().map_or(usize::MAX, |s| s.0);
         let limit = (bare.len() / 3).max(2);
@@ -306,7 +348,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let cur = row[j + 1];
-            row[j + 1] = if ca == *cb { prev } else { 1 + prev.min(cur).min(row[j]) };
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(cur).min(row[j])
+            };
             prev = cur;
         }
     }
@@ -326,25 +372,48 @@ pub enum PolicyError {
         "{} {value:?}: the number {item:?} is mixed with names; the kernel would let a number replace every name before it (`hash:0x4` means just `array`), so give either names or one number",
         kind.flag()
     )]
-    NumberMixedWithNames { kind: DelegateKind, value: String, item: String },
+    NumberMixedWithNames {
+        kind: DelegateKind,
+        value: String,
+        item: String,
+    },
     #[error("{} {item:?}: value {value} does not fit the kernel's 64-bit delegation mask", kind.flag())]
-    OutOfRange { kind: DelegateKind, item: String, value: u32 },
+    OutOfRange {
+        kind: DelegateKind,
+        item: String,
+        value: u32,
+    },
     #[error("{} {item:?}: unknown {} (names from the {names_from}){}", kind.flag(), kind.item(), did_you_mean(suggestions))]
-    UnknownName { kind: DelegateKind, item: String, suggestions: Vec<String>, names_from: NameSource },
+    UnknownName {
+        kind: DelegateKind,
+        item: String,
+        suggestions: Vec<String>,
+        names_from: NameSource,
+    },
 }
 
 fn did_you_mean(suggestions: &[String]) -> String {
     match suggestions {
         [] => String::new(),
         [one] => format!("; did you mean `{one}`?"),
-        many => format!("; did you mean one of {}?", many.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")),
+        many => format!(
+            "; did you mean one of {}?",
+            many.iter()
+                .map(|s| format!("`{s}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
 /// The delegation the demo counter needs and nothing more: BTF, one ARRAY map, one XDP program
 /// loaded with `expected_attach_type = BPF_XDP`.
 pub fn counter_delegation(names: &EnumNames) -> Delegation {
-    let value = |kind, name| names.value_of(kind, name).unwrap_or_else(|| panic!("{name} missing from the {kind} table"));
+    let value = |kind, name| {
+        names
+            .value_of(kind, name)
+            .unwrap_or_else(|| panic!("{name} missing from the {kind} table"))
+    };
     let mut d = Delegation::default();
     for cmd in ["map_create", "prog_load", "btf_load"] {
         d.cmds = d.cmds.with(value(DelegateKind::Cmds, cmd));
@@ -366,17 +435,33 @@ mod tests {
     #[test]
     fn names_are_case_insensitive_and_prefix_optional() {
         let n = names();
-        for text in ["xdp", "XDP", "Xdp", "BPF_PROG_TYPE_XDP", "bpf_prog_type_xdp"] {
-            assert_eq!(n.parse(DelegateKind::Progs, text), Ok(Mask(1 << 6)), "{text}");
+        for text in [
+            "xdp",
+            "XDP",
+            "Xdp",
+            "BPF_PROG_TYPE_XDP",
+            "bpf_prog_type_xdp",
+        ] {
+            assert_eq!(
+                n.parse(DelegateKind::Progs, text),
+                Ok(Mask(1 << 6)),
+                "{text}"
+            );
         }
         assert_eq!(n.parse(DelegateKind::Attachs, "BPF_XDP"), Ok(Mask(1 << 37)));
-        assert_eq!(n.parse(DelegateKind::Maps, "BPF_MAP_TYPE_ARRAY"), Ok(Mask(1 << 2)));
+        assert_eq!(
+            n.parse(DelegateKind::Maps, "BPF_MAP_TYPE_ARRAY"),
+            Ok(Mask(1 << 2))
+        );
     }
 
     #[test]
     fn both_separators_and_any() {
         let n = names();
-        assert_eq!(n.parse(DelegateKind::Cmds, "map_create:prog_load,btf_load"), Ok(Mask(1 | 1 << 5 | 1 << 18)));
+        assert_eq!(
+            n.parse(DelegateKind::Cmds, "map_create:prog_load,btf_load"),
+            Ok(Mask(1 | 1 << 5 | 1 << 18))
+        );
         assert_eq!(n.parse(DelegateKind::Cmds, "any"), Ok(Mask::ANY));
         assert_eq!(n.parse(DelegateKind::Cmds, "ANY"), Ok(Mask::ANY));
     }
@@ -387,46 +472,74 @@ mod tests {
         assert_eq!(n.parse(DelegateKind::Maps, "0x4"), Ok(Mask(4)));
         assert_eq!(n.parse(DelegateKind::Maps, "010"), Ok(Mask(8)));
         assert_eq!(n.parse(DelegateKind::Maps, "12"), Ok(Mask(12)));
-        assert!(matches!(n.parse(DelegateKind::Maps, "0xzz"), Err(PolicyError::BadNumber { .. })));
+        assert!(matches!(
+            n.parse(DelegateKind::Maps, "0xzz"),
+            Err(PolicyError::BadNumber { .. })
+        ));
     }
 
     #[test]
     fn numbers_mixed_with_names_are_refused_with_the_trap_explained() {
         let err = names().parse(DelegateKind::Maps, "hash:0x4").unwrap_err();
         assert!(matches!(err, PolicyError::NumberMixedWithNames { .. }));
-        assert!(err.to_string().contains("`hash:0x4` means just `array`"), "{err}");
+        assert!(
+            err.to_string().contains("`hash:0x4` means just `array`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_names_get_a_suggestion() {
         let err = names().parse(DelegateKind::Progs, "xdpp").unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("--delegate-progs \"xdpp\": unknown program type"), "{text}");
+        assert!(
+            text.contains("--delegate-progs \"xdpp\": unknown program type"),
+            "{text}"
+        );
         assert!(text.contains("did you mean `xdp`?"), "{text}");
         let err = names().parse(DelegateKind::Cmds, "prog_lod").unwrap_err();
-        assert!(err.to_string().contains("did you mean `prog_load`?"), "{err}");
+        assert!(
+            err.to_string().contains("did you mean `prog_load`?"),
+            "{err}"
+        );
     }
 
     #[test]
     fn nonsense_gets_no_suggestion() {
-        let err = names().parse(DelegateKind::Maps, "qqqqqqqqqqqq").unwrap_err();
+        let err = names()
+            .parse(DelegateKind::Maps, "qqqqqqqqqqqq")
+            .unwrap_err();
         assert!(!err.to_string().contains("did you mean"), "{err}");
     }
 
     #[test]
     fn empty_values_and_items_are_refused() {
         let n = names();
-        assert!(matches!(n.parse(DelegateKind::Maps, ""), Err(PolicyError::Empty { .. })));
-        assert!(matches!(n.parse(DelegateKind::Maps, "array::hash"), Err(PolicyError::EmptyItem { .. })));
+        assert!(matches!(
+            n.parse(DelegateKind::Maps, ""),
+            Err(PolicyError::Empty { .. })
+        ));
+        assert!(matches!(
+            n.parse(DelegateKind::Maps, "array::hash"),
+            Err(PolicyError::EmptyItem { .. })
+        ));
     }
 
     #[test]
     fn render_uses_enum_order_and_first_alias() {
         let n = names();
-        let mask = n.parse(DelegateKind::Cmds, "btf_load:prog_run:map_create").unwrap();
-        assert_eq!(n.render(DelegateKind::Cmds, mask), "map_create:prog_test_run:btf_load");
+        let mask = n
+            .parse(DelegateKind::Cmds, "btf_load:prog_run:map_create")
+            .unwrap();
+        assert_eq!(
+            n.render(DelegateKind::Cmds, mask),
+            "map_create:prog_test_run:btf_load"
+        );
         assert_eq!(n.render(DelegateKind::Cmds, Mask::ANY), "any");
-        assert_eq!(n.render(DelegateKind::Maps, Mask(1 << 63)), "0x8000000000000000");
+        assert_eq!(
+            n.render(DelegateKind::Maps, Mask(1 << 63)),
+            "0x8000000000000000"
+        );
     }
 
     #[test]
@@ -435,7 +548,11 @@ mod tests {
         for kind in DelegateKind::ALL {
             for (_, value) in kind.builtin_table() {
                 let mask = Mask::NONE.with(*value);
-                assert_eq!(n.parse(kind, &n.render(kind, mask)), Ok(mask), "{kind} {value}");
+                assert_eq!(
+                    n.parse(kind, &n.render(kind, mask)),
+                    Ok(mask),
+                    "{kind} {value}"
+                );
             }
         }
     }
@@ -444,7 +561,10 @@ mod tests {
     fn counter_delegation_is_the_least_privilege_set() {
         let n = names();
         let d = counter_delegation(&n);
-        assert_eq!(n.render(DelegateKind::Cmds, d.cmds), "map_create:prog_load:btf_load");
+        assert_eq!(
+            n.render(DelegateKind::Cmds, d.cmds),
+            "map_create:prog_load:btf_load"
+        );
         assert_eq!(n.render(DelegateKind::Maps, d.maps), "array");
         assert_eq!(n.render(DelegateKind::Progs, d.progs), "xdp");
         assert_eq!(n.render(DelegateKind::Attachs, d.attachs), "xdp");

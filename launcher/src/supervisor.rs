@@ -13,8 +13,8 @@
 //!   waitpid ◀──────────────────────────── exit status
 //! ```
 
-use std::os::fd::{AsFd as _, AsRawFd as _};
 use std::ffi::{CString, OsString};
+use std::os::fd::{AsFd as _, AsRawFd as _};
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
@@ -31,7 +31,7 @@ use crate::counter::{self, TraceError, TraceOptions};
 use crate::logging::{self, Role};
 use crate::net::{self, NetError};
 use crate::policy::{Delegation, EnumNames};
-use crate::sys::{ErrnoName, Errno, SysError};
+use crate::sys::{Errno, ErrnoName, SysError};
 use crate::userns::{self, HostIdentity, UserNsError};
 
 /// Everything the supervisor needs, checked before anything is forked.
@@ -46,9 +46,15 @@ pub struct SupervisorOptions {
 #[derive(Debug, Clone)]
 pub enum SandboxAction {
     /// The demo: token from `/proc/self/fd/<mount fd>`, counter on `interface`.
-    Trace { interface: String, send_traffic: bool },
+    Trace {
+        interface: String,
+        send_traffic: bool,
+    },
     /// Mount the bpffs at `bpffs_path`, point `LIBBPF_BPF_TOKEN_PATH` at it, and exec `argv`.
-    Exec { argv: Vec<OsString>, bpffs_path: PathBuf },
+    Exec {
+        argv: Vec<OsString>,
+        bpffs_path: PathBuf,
+    },
 }
 
 /// How the sandbox child ended.
@@ -91,7 +97,12 @@ pub fn run(options: &SupervisorOptions, names: &EnumNames) -> Result<ChildExit, 
     let supervisor_pid = Pid::this();
 
     // SAFETY: single-threaded (checked above), so the child may run arbitrary code after fork.
-    match unsafe { nix::unistd::fork() }.map_err(|errno| SupervisorError::Fork(SysError { call: "fork", errno }))? {
+    match unsafe { nix::unistd::fork() }.map_err(|errno| {
+        SupervisorError::Fork(SysError {
+            call: "fork",
+            errno,
+        })
+    })? {
         ForkResult::Child => {
             logging::set_role(Role::Sandbox);
             drop(pair.supervisor);
@@ -102,7 +113,11 @@ pub fn run(options: &SupervisorOptions, names: &EnumNames) -> Result<ChildExit, 
                     eprintln!("token_userns_demo: error: {err}");
                     // A shell's codes: 127 for a command not found, 126 for one that cannot run.
                     match &err {
-                        SupervisorError::Exec { error, .. } if error.kind() == std::io::ErrorKind::NotFound => 127,
+                        SupervisorError::Exec { error, .. }
+                            if error.kind() == std::io::ErrorKind::NotFound =>
+                        {
+                            127
+                        }
                         SupervisorError::Exec { .. } => 126,
                         _ => 1,
                     }
@@ -123,7 +138,10 @@ pub fn run(options: &SupervisorOptions, names: &EnumNames) -> Result<ChildExit, 
                 Err(SupervisorError::Channel(ChannelError::Closed { expected, .. })) => {
                     // The child ended early: its own error is already on stderr; report how it ended.
                     let exit = wait_child(child)?;
-                    Err(SupervisorError::ChildDied { expected: expected.to_string(), exit })
+                    Err(SupervisorError::ChildDied {
+                        expected: expected.to_string(),
+                        exit,
+                    })
                 }
                 Err(err) => {
                     // Nothing may outlive a failed run: the child holds the namespaces.
@@ -137,7 +155,9 @@ pub fn run(options: &SupervisorOptions, names: &EnumNames) -> Result<ChildExit, 
 }
 
 fn thread_count() -> Option<usize> {
-    std::fs::read_dir("/proc/self/task").ok().map(Iterator::count)
+    std::fs::read_dir("/proc/self/task")
+        .ok()
+        .map(Iterator::count)
 }
 
 fn wait_child(child: Pid) -> Result<ChildExit, SupervisorError> {
@@ -146,29 +166,53 @@ fn wait_child(child: Pid) -> Result<ChildExit, SupervisorError> {
             Ok(WaitStatus::Exited(_, code)) => return Ok(ChildExit::Exited(code)),
             Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(ChildExit::Signaled(signal)),
             Ok(_) | Err(Errno::EINTR) => {}
-            Err(errno) => return Err(SupervisorError::Wait(SysError { call: "waitpid", errno })),
+            Err(errno) => {
+                return Err(SupervisorError::Wait(SysError {
+                    call: "waitpid",
+                    errno,
+                }));
+            }
         }
     }
 }
 
 /// The supervisor's part: id maps, then delegation and superblock.
-fn supervise(channel: &SupervisorChannel, child: Pid, options: &SupervisorOptions, names: &EnumNames) -> Result<(), SupervisorError> {
-    channel.wait_user_namespace().map_err(SupervisorError::Channel)?;
+fn supervise(
+    channel: &SupervisorChannel,
+    child: Pid,
+    options: &SupervisorOptions,
+    names: &EnumNames,
+) -> Result<(), SupervisorError> {
+    channel
+        .wait_user_namespace()
+        .map_err(SupervisorError::Channel)?;
     userns::write_id_maps(child, options.identity).map_err(SupervisorError::UserNs)?;
-    channel.id_maps_written().map_err(SupervisorError::Channel)?;
+    channel
+        .id_maps_written()
+        .map_err(SupervisorError::Channel)?;
 
-    let context = channel.wait_bpffs_context().map_err(SupervisorError::Channel)?;
+    let context = channel
+        .wait_bpffs_context()
+        .map_err(SupervisorError::Channel)?;
     log::debug!("received bpffs context as fd {}", context.as_raw_fd());
-    bpffs::delegate_and_create(context.as_fd(), &options.delegation, names).map_err(SupervisorError::Bpffs)?;
+    bpffs::delegate_and_create(context.as_fd(), &options.delegation, names)
+        .map_err(SupervisorError::Bpffs)?;
     drop(context);
-    channel.superblock_created().map_err(SupervisorError::Channel)?;
+    channel
+        .superblock_created()
+        .map_err(SupervisorError::Channel)?;
     Ok(())
 }
 
 /// Kills this process when the supervisor dies, and checks it has not died already.
 fn die_with_supervisor(supervisor: Pid) -> Result<(), SupervisorError> {
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-        .map_err(|errno| SupervisorError::Sandbox { step: "setting the parent-death signal", source: SysError { call: "prctl(PR_SET_PDEATHSIG)", errno } })?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|errno| SupervisorError::Sandbox {
+        step: "setting the parent-death signal",
+        source: SysError {
+            call: "prctl(PR_SET_PDEATHSIG)",
+            errno,
+        },
+    })?;
     if nix::unistd::getppid() != supervisor {
         return Err(SupervisorError::SupervisorGone);
     }
@@ -176,62 +220,119 @@ fn die_with_supervisor(supervisor: Pid) -> Result<(), SupervisorError> {
 }
 
 /// The sandbox child's part.
-fn sandbox(channel: &SandboxChannel, supervisor: Pid, options: &SupervisorOptions) -> Result<(), SupervisorError> {
+fn sandbox(
+    channel: &SandboxChannel,
+    supervisor: Pid,
+    options: &SupervisorOptions,
+) -> Result<(), SupervisorError> {
     die_with_supervisor(supervisor)?;
     userns::drop_supplementary_groups().map_err(SupervisorError::UserNs)?;
     userns::unshare_user_namespace().map_err(SupervisorError::UserNs)?;
     log::debug!("unshare(CLONE_NEWUSER): new user namespace");
-    channel.user_namespace_created().map_err(SupervisorError::Channel)?;
+    channel
+        .user_namespace_created()
+        .map_err(SupervisorError::Channel)?;
     channel.wait_id_maps().map_err(SupervisorError::Channel)?;
     userns::become_namespace_root().map_err(SupervisorError::UserNs)?;
-    log::debug!("setresgid(0)/setresuid(0): root in the user namespace, {} on the host", options.identity);
+    log::debug!(
+        "setresgid(0)/setresuid(0): root in the user namespace, {} on the host",
+        options.identity
+    );
     // The kernel clears the parent-death signal when credentials change: set it again.
     die_with_supervisor(supervisor)?;
 
-    let sys = |step, call| move |errno| SupervisorError::Sandbox { step, source: SysError { call, errno } };
-    nix::sched::unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWNET)
-        .map_err(sys("creating mount and network namespaces", "unshare(CLONE_NEWNS | CLONE_NEWNET)"))?;
+    let sys = |step, call| {
+        move |errno| SupervisorError::Sandbox {
+            step,
+            source: SysError { call, errno },
+        }
+    };
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWNET).map_err(sys(
+        "creating mount and network namespaces",
+        "unshare(CLONE_NEWNS | CLONE_NEWNET)",
+    ))?;
     log::debug!("unshare(CLONE_NEWNS | CLONE_NEWNET): new mount and network namespaces");
     // The new mount namespace copied the host's propagation: make it private so nothing mounted
     // here can propagate back to the host.
-    nix::mount::mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(sys("making / private", "mount(\"/\", MS_REC | MS_PRIVATE)"))?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(sys("making / private", "mount(\"/\", MS_REC | MS_PRIVATE)"))?;
     log::debug!("mount(/, MS_REC|MS_PRIVATE)");
     net::bring_up_loopback().map_err(SupervisorError::Net)?;
     log::debug!("lo is up");
 
     let context = bpffs::open_context().map_err(SupervisorError::Bpffs)?;
     log::debug!("fsopen(\"bpf\") = fd {}", context.as_raw_fd());
-    channel.send_bpffs_context(context.as_fd()).map_err(SupervisorError::Channel)?;
-    log::debug!("sent bpffs context fd {} over SCM_RIGHTS", context.as_raw_fd());
-    channel.wait_superblock().map_err(SupervisorError::Channel)?;
+    channel
+        .send_bpffs_context(context.as_fd())
+        .map_err(SupervisorError::Channel)?;
+    log::debug!(
+        "sent bpffs context fd {} over SCM_RIGHTS",
+        context.as_raw_fd()
+    );
+    channel
+        .wait_superblock()
+        .map_err(SupervisorError::Channel)?;
     let mount = bpffs::mount(context.as_fd()).map_err(SupervisorError::Bpffs)?;
     drop(context);
     log::debug!("fsmount = mount fd {}", mount.as_raw_fd());
 
     match &options.action {
-        SandboxAction::Trace { interface, send_traffic } => {
+        SandboxAction::Trace {
+            interface,
+            send_traffic,
+        } => {
             let trace = TraceOptions {
                 token_path: PathBuf::from(format!("/proc/self/fd/{}", mount.as_raw_fd())),
                 interface: interface.clone(),
                 send_traffic: *send_traffic,
             };
-            let report = counter::run_trace(&trace).map_err(|error| SupervisorError::Trace { error })?;
+            let report =
+                counter::run_trace(&trace).map_err(|error| SupervisorError::Trace { error })?;
             print!("{report}");
             Ok(())
         }
         SandboxAction::Exec { argv, bpffs_path } => {
-            let target = CString::new(bpffs_path.as_os_str().as_bytes())
-                .map_err(|_| SupervisorError::Sandbox { step: "mounting the bpffs", source: SysError { call: "move_mount", errno: Errno::EINVAL } })?;
-            crate::sys::mount::move_mount_to(mount.as_fd(), &target)
-                .map_err(|source| SupervisorError::Sandbox { step: "mounting the bpffs at its path", source })?;
-            log::debug!("move_mount(fd {}, {}): bpffs attached", mount.as_raw_fd(), bpffs_path.display());
+            let target = CString::new(bpffs_path.as_os_str().as_bytes()).map_err(|_| {
+                SupervisorError::Sandbox {
+                    step: "mounting the bpffs",
+                    source: SysError {
+                        call: "move_mount",
+                        errno: Errno::EINVAL,
+                    },
+                }
+            })?;
+            crate::sys::mount::move_mount_to(mount.as_fd(), &target).map_err(|source| {
+                SupervisorError::Sandbox {
+                    step: "mounting the bpffs at its path",
+                    source,
+                }
+            })?;
+            log::debug!(
+                "move_mount(fd {}, {}): bpffs attached",
+                mount.as_raw_fd(),
+                bpffs_path.display()
+            );
             drop(mount);
             let (program, args) = argv.split_first().ok_or(SupervisorError::EmptyCommand)?;
-            log::debug!("exec {argv:?} with LIBBPF_BPF_TOKEN_PATH={}", bpffs_path.display());
+            log::debug!(
+                "exec {argv:?} with LIBBPF_BPF_TOKEN_PATH={}",
+                bpffs_path.display()
+            );
             // exec only returns on failure.
-            let error = std::process::Command::new(program).args(args).env("LIBBPF_BPF_TOKEN_PATH", bpffs_path).exec();
-            Err(SupervisorError::Exec { program: program.to_string_lossy().into_owned(), error })
+            let error = std::process::Command::new(program)
+                .args(args)
+                .env("LIBBPF_BPF_TOKEN_PATH", bpffs_path)
+                .exec();
+            Err(SupervisorError::Exec {
+                program: program.to_string_lossy().into_owned(),
+                error,
+            })
         }
     }
 }
@@ -258,13 +359,19 @@ pub enum SupervisorError {
     #[error("bpffs: {0}")]
     Bpffs(BpffsError),
     #[error("sandbox: {step}: {source}: {}", namespace_hint(source.errno))]
-    Sandbox { step: &'static str, source: SysError },
+    Sandbox {
+        step: &'static str,
+        source: SysError,
+    },
     #[error("sandbox network: {0}")]
     Net(NetError),
     #[error("sandbox: no command given after --")]
     EmptyCommand,
     #[error("sandbox: executing {program:?}: {error}")]
-    Exec { program: String, error: std::io::Error },
+    Exec {
+        program: String,
+        error: std::io::Error,
+    },
     #[error("{}: {error}", error.step())]
     Trace { error: TraceError },
 }

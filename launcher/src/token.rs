@@ -33,24 +33,33 @@ impl Token {
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
             .open(path)
-            .map_err(|source| TokenError::Open { path: path.to_owned(), source })?;
+            .map_err(|source| TokenError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
         Self::from_bpffs(dir.as_fd(), path)
     }
 
     /// Creates a token from an open bpffs root directory; `path` is only used in messages.
     pub fn from_bpffs(root: BorrowedFd<'_>, path: &Path) -> Result<Self, TokenError> {
-        sys::bpf::token_create(root, 0).map(|fd| Self { fd }).map_err(|source| TokenError::Create {
-            path: path.to_owned(),
-            source,
-            cause: explain_create_failure(source.errno, root),
-        })
+        sys::bpf::token_create(root, 0)
+            .map(|fd| Self { fd })
+            .map_err(|source| TokenError::Create {
+                path: path.to_owned(),
+                source,
+                cause: explain_create_failure(source.errno, root),
+            })
     }
 
     /// What the token allows, from `/proc/self/fdinfo/<fd>` (masks copied at creation).
     pub fn allowed(&self) -> io::Result<Delegation> {
         let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", self.fd.as_raw_fd()))?;
-        parse_token_fdinfo(&text)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no allowed_* lines in the token's fdinfo"))
+        parse_token_fdinfo(&text).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "no allowed_* lines in the token's fdinfo",
+            )
+        })
     }
 }
 
@@ -59,8 +68,15 @@ pub fn parse_token_fdinfo(text: &str) -> Option<Delegation> {
     let mut delegation = Delegation::default();
     let mut seen = 0;
     for line in text.lines() {
-        let Some((key, value)) = line.split_once(':') else { continue };
-        let Some(kind) = DelegateKind::ALL.into_iter().find(|k| k.fdinfo_key() == key.trim()) else { continue };
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let Some(kind) = DelegateKind::ALL
+            .into_iter()
+            .find(|k| k.fdinfo_key() == key.trim())
+        else {
+            continue;
+        };
         let value = value.trim();
         let mask = if value == "any" {
             Mask::ANY
@@ -100,7 +116,11 @@ pub enum TokenError {
     #[error("opening bpffs {}: {source}", path.display())]
     Open { path: PathBuf, source: io::Error },
     #[error("creating a BPF token from {}: {source}: {cause}", path.display())]
-    Create { path: PathBuf, source: SysError, cause: String },
+    Create {
+        path: PathBuf,
+        source: SysError,
+        cause: String,
+    },
 }
 
 impl TokenError {
@@ -130,6 +150,11 @@ mod tests {
     #[test]
     fn fdinfo_without_masks_is_not_a_token() {
         assert_eq!(parse_token_fdinfo("pos:\t0\nflags:\t02\n"), None);
-        assert_eq!(parse_token_fdinfo("allowed_cmds:\tzz\nallowed_maps:\t0\nallowed_progs:\t0\nallowed_attachs:\t0\n"), None);
+        assert_eq!(
+            parse_token_fdinfo(
+                "allowed_cmds:\tzz\nallowed_maps:\t0\nallowed_progs:\t0\nallowed_attachs:\t0\n"
+            ),
+            None
+        );
     }
 }

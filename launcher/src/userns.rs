@@ -41,7 +41,11 @@ pub fn check_supervisor_privilege() -> Result<(), UserNsError> {
     if !in_initial_user_namespace() {
         return Err(UserNsError::NotInitialNamespace);
     }
-    match caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_ADMIN) {
+    match caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_SYS_ADMIN,
+    ) {
         Ok(true) => Ok(()),
         Ok(false) => Err(UserNsError::NoSysAdmin),
         Err(e) => Err(UserNsError::Capabilities(e.to_string())),
@@ -61,7 +65,13 @@ pub fn in_initial_user_namespace() -> bool {
 /// `setgroups=deny` so the sandbox cannot drop groups to get around group-deny permissions), and
 /// groups kept from the host would still grant host group access to files.
 pub fn drop_supplementary_groups() -> Result<(), UserNsError> {
-    nix::unistd::setgroups(&[]).map_err(|errno| UserNsError::Sys { step: "dropping supplementary groups", source: SysError { call: "setgroups", errno } })
+    nix::unistd::setgroups(&[]).map_err(|errno| UserNsError::Sys {
+        step: "dropping supplementary groups",
+        source: SysError {
+            call: "setgroups",
+            errno,
+        },
+    })
 }
 
 /// `unshare(CLONE_NEWUSER)`, run while still host root, so the new namespace is owned by host
@@ -77,8 +87,15 @@ pub fn unshare_user_namespace() -> Result<(), UserNsError> {
 pub fn write_id_maps(pid: Pid, identity: HostIdentity) -> Result<(), UserNsError> {
     let write = |file: &'static str, content: String| -> Result<(), UserNsError> {
         let path = format!("/proc/{pid}/{file}");
-        let result = std::fs::OpenOptions::new().write(true).open(&path).and_then(|mut f| f.write_all(content.as_bytes()));
-        result.map_err(|source| UserNsError::WriteMap { file, content: content.trim_end().to_owned(), source })?;
+        let result = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(content.as_bytes()));
+        result.map_err(|source| UserNsError::WriteMap {
+            file,
+            content: content.trim_end().to_owned(),
+            source,
+        })?;
         log::debug!("wrote {path}: {}", content.trim_end());
         Ok(())
     };
@@ -97,16 +114,28 @@ pub fn write_id_maps(pid: Pid, identity: HostIdentity) -> Result<(), UserNsError
 pub fn become_namespace_root() -> Result<(), UserNsError> {
     let root_gid = Gid::from_raw(0);
     let root_uid = Uid::from_raw(0);
-    nix::unistd::setresgid(root_gid, root_gid, root_gid)
-        .map_err(|errno| UserNsError::Sys { step: "becoming gid 0 in the user namespace", source: SysError { call: "setresgid", errno } })?;
-    nix::unistd::setresuid(root_uid, root_uid, root_uid)
-        .map_err(|errno| UserNsError::Sys { step: "becoming uid 0 in the user namespace", source: SysError { call: "setresuid", errno } })?;
+    nix::unistd::setresgid(root_gid, root_gid, root_gid).map_err(|errno| UserNsError::Sys {
+        step: "becoming gid 0 in the user namespace",
+        source: SysError {
+            call: "setresgid",
+            errno,
+        },
+    })?;
+    nix::unistd::setresuid(root_uid, root_uid, root_uid).map_err(|errno| UserNsError::Sys {
+        step: "becoming uid 0 in the user namespace",
+        source: SysError {
+            call: "setresuid",
+            errno,
+        },
+    })?;
     Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum UserNsError {
-    #[error("not running in the initial user namespace: the supervisor needs CAP_SYS_ADMIN in the initial user namespace to delegate a bpffs; run it as root on the host (sudo token_userns_demo)")]
+    #[error(
+        "not running in the initial user namespace: the supervisor needs CAP_SYS_ADMIN in the initial user namespace to delegate a bpffs; run it as root on the host (sudo token_userns_demo)"
+    )]
     NotInitialNamespace,
     #[error("missing CAP_SYS_ADMIN: delegating a bpffs needs root on the host; run it with sudo")]
     NoSysAdmin,
@@ -115,15 +144,26 @@ pub enum UserNsError {
     #[error("creating the user namespace: unshare(CLONE_NEWUSER) failed: {}: {}", ErrnoName(*errno), unshare_hint(*errno))]
     Unshare { errno: Errno },
     #[error("writing {file} ({content:?}): {source}")]
-    WriteMap { file: &'static str, content: String, source: io::Error },
+    WriteMap {
+        file: &'static str,
+        content: String,
+        source: io::Error,
+    },
     #[error("{step}: {source}")]
-    Sys { step: &'static str, source: SysError },
+    Sys {
+        step: &'static str,
+        source: SysError,
+    },
 }
 
 fn unshare_hint(errno: Errno) -> &'static str {
     match errno {
-        Errno::EPERM => "user namespaces are restricted on this machine; check `sysctl kernel.apparmor_restrict_unprivileged_userns` (set it to 0), `kernel.unprivileged_userns_clone` (set it to 1), or a seccomp filter of the calling container",
-        Errno::ENOSPC => "the user namespace limit is reached or zero; check `sysctl user.max_user_namespaces` (set it above 0, e.g. 15000)",
+        Errno::EPERM => {
+            "user namespaces are restricted on this machine; check `sysctl kernel.apparmor_restrict_unprivileged_userns` (set it to 0), `kernel.unprivileged_userns_clone` (set it to 1), or a seccomp filter of the calling container"
+        }
+        Errno::ENOSPC => {
+            "the user namespace limit is reached or zero; check `sysctl user.max_user_namespaces` (set it above 0, e.g. 15000)"
+        }
         Errno::EUSERS => "too many nested user namespaces (the kernel allows 32 levels)",
         Errno::EINVAL => "the process is multi-threaded or the kernel lacks CONFIG_USER_NS",
         Errno::ENOMEM => "out of memory",
@@ -138,15 +178,33 @@ mod tests {
     #[test]
     fn explicit_ids_win() {
         let id = HostIdentity::choose(Some(1234), Some(5678));
-        assert_eq!(id, HostIdentity { uid: 1234, gid: 5678 });
+        assert_eq!(
+            id,
+            HostIdentity {
+                uid: 1234,
+                gid: 5678
+            }
+        );
     }
 
     #[test]
     fn unshare_errors_name_the_sysctl() {
-        let text = UserNsError::Unshare { errno: Errno::ENOSPC }.to_string();
-        assert!(text.contains("unshare(CLONE_NEWUSER) failed: ENOSPC"), "{text}");
+        let text = UserNsError::Unshare {
+            errno: Errno::ENOSPC,
+        }
+        .to_string();
+        assert!(
+            text.contains("unshare(CLONE_NEWUSER) failed: ENOSPC"),
+            "{text}"
+        );
         assert!(text.contains("user.max_user_namespaces"), "{text}");
-        let text = UserNsError::Unshare { errno: Errno::EPERM }.to_string();
-        assert!(text.contains("apparmor_restrict_unprivileged_userns"), "{text}");
+        let text = UserNsError::Unshare {
+            errno: Errno::EPERM,
+        }
+        .to_string();
+        assert!(
+            text.contains("apparmor_restrict_unprivileged_userns"),
+            "{text}"
+        );
     }
 }

@@ -25,12 +25,14 @@ pub fn require_root() {
 
 pub fn shared() -> RwLockReadGuard<'static, ()> {
     require_root();
-    HOST.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    HOST.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
     require_root();
-    HOST.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    HOST.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The host's mount table, without the fields that change on their own.
@@ -44,7 +46,10 @@ pub fn host_mounts() -> BTreeSet<String> {
 
 /// Whether an XDP program is attached to the host's `lo`.
 pub fn host_lo_has_xdp() -> bool {
-    let out = Command::new("ip").args(["-d", "link", "show", "dev", "lo"]).output().expect("run ip");
+    let out = Command::new("ip")
+        .args(["-d", "link", "show", "dev", "lo"])
+        .output()
+        .expect("run ip");
     let text = String::from_utf8_lossy(&out.stdout);
     text.contains("xdp") || text.contains("prog/")
 }
@@ -76,7 +81,13 @@ impl Run {
 
     /// The sandbox child's pid, from the `-v` trace.
     pub fn child_pid(&self) -> Option<i32> {
-        self.stderr.lines().find_map(|l| l.split("forked sandbox child pid ").nth(1)?.trim().parse().ok())
+        self.stderr.lines().find_map(|l| {
+            l.split("forked sandbox child pid ")
+                .nth(1)?
+                .trim()
+                .parse()
+                .ok()
+        })
     }
 }
 
@@ -93,10 +104,19 @@ pub fn run_clean(program: &str, args: &[&str]) -> Run {
 pub fn assert_host_clean(mounts_before: &BTreeSet<String>, run: &Run) {
     let mounts_after = host_mounts();
     let added: Vec<_> = mounts_after.difference(mounts_before).collect();
-    assert!(added.is_empty(), "new host mounts after the run: {added:?}\n{run:#?}");
-    assert!(!host_lo_has_xdp(), "an XDP program is still attached to the host's lo\n{run:#?}");
+    assert!(
+        added.is_empty(),
+        "new host mounts after the run: {added:?}\n{run:#?}"
+    );
+    assert!(
+        !host_lo_has_xdp(),
+        "an XDP program is still attached to the host's lo\n{run:#?}"
+    );
     if let Some(pid) = run.child_pid() {
-        assert!(wait_gone(pid, Duration::from_secs(2)), "sandbox child {pid} still exists\n{run:#?}");
+        assert!(
+            wait_gone(pid, Duration::from_secs(2)),
+            "sandbox child {pid} still exists\n{run:#?}"
+        );
     }
 }
 
@@ -105,7 +125,10 @@ pub fn wait_gone(pid: i32, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"));
-        let alive = status.is_ok_and(|s| !s.lines().any(|l| l.starts_with("State:") && l.contains("Z")));
+        let alive = status.is_ok_and(|s| {
+            !s.lines()
+                .any(|l| l.starts_with("State:") && l.contains("Z"))
+        });
         if !alive {
             return true;
         }
@@ -125,7 +148,14 @@ impl HostBpffs {
     pub fn mount() -> Self {
         let dir = std::env::temp_dir().join(format!("bpffs-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create mount point");
-        nix::mount::mount(Some("bpf"), &dir, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>).expect("mount bpffs on the host");
+        nix::mount::mount(
+            Some("bpf"),
+            &dir,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .expect("mount bpffs on the host");
         Self { dir }
     }
 }
@@ -151,7 +181,12 @@ pub fn deny_unshare_with_eperm(command: &mut Command) {
     const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
     const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
     const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
-    let stmt = |code: u16, k: u32| libc::sock_filter { code, jt: 0, jf: 0, k };
+    let stmt = |code: u16, k: u32| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
     let jump = |code: u16, k: u32, jt: u8, jf: u8| libc::sock_filter { code, jt, jf, k };
     let ld_w_abs = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
     let jeq_k = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
@@ -168,7 +203,10 @@ pub fn deny_unshare_with_eperm(command: &mut Command) {
     // SAFETY: the closure only makes async-signal-safe system calls on memory it owns.
     unsafe {
         command.pre_exec(move || {
-            let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr().cast_mut() };
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr().cast_mut(),
+            };
             if libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -197,7 +235,11 @@ pub fn world_readable_copy(binary: &str) -> WorldReadableCopy {
     let dir = std::env::temp_dir().join(format!("token-test-bin-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create the copy's directory");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let path = dir.join(std::path::Path::new(binary).file_name().expect("binary name"));
+    let path = dir.join(
+        std::path::Path::new(binary)
+            .file_name()
+            .expect("binary name"),
+    );
     std::fs::copy(binary, &path).expect("copy the binary");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     WorldReadableCopy { dir, path }
@@ -233,14 +275,23 @@ impl RunningSandbox {
                 break;
             }
         }
-        let sandbox_pid = sandbox_pid.unwrap_or_else(|| panic!("no sandbox pid in the trace:\n{trace}"));
+        let sandbox_pid =
+            sandbox_pid.unwrap_or_else(|| panic!("no sandbox pid in the trace:\n{trace}"));
         // Give exec a moment to replace the sandbox child with the command.
         std::thread::sleep(Duration::from_millis(50));
-        Self { supervisor, sandbox_pid, lines }
+        Self {
+            supervisor,
+            sandbox_pid,
+            lines,
+        }
     }
 
     /// Everything the supervisor writes to stderr from now until it exits.
     pub fn rest_of_trace(&mut self) -> String {
-        self.lines.by_ref().map_while(Result::ok).collect::<Vec<_>>().join("\n")
+        self.lines
+            .by_ref()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }

@@ -37,18 +37,34 @@ fn median(samples: &[Duration]) -> Duration {
     let mut sorted = samples.to_vec();
     sorted.sort();
     let n = sorted.len();
-    if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2 }
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2
+    }
 }
 
 /// Phases of one demo run, delimited by the first trace line containing each marker.
 const PHASES: [(&str, &str); 7] = [
-    ("startup (exec, argument and policy checks, fork)", "forked sandbox child pid"),
-    ("namespaces and id maps (user, mount, net; lo up)", "lo is up"),
-    ("bpffs and token (fsopen, fsconfig, create, fsmount, token)", "token allows allowed_attachs"),
+    (
+        "startup (exec, argument and policy checks, fork)",
+        "forked sandbox child pid",
+    ),
+    (
+        "namespaces and id maps (user, mount, net; lo up)",
+        "lo is up",
+    ),
+    (
+        "bpffs and token (fsopen, fsconfig, create, fsmount, token)",
+        "token allows allowed_attachs",
+    ),
     ("load (BTF, map, program)", "bpf(BPF_PROG_LOAD"),
     ("attach (XDP link)", "bpf(BPF_LINK_CREATE"),
     ("traffic and counter reads", "counter after"),
-    ("teardown (detach, child exit, wait)", "sandbox child exited"),
+    (
+        "teardown (detach, child exit, wait)",
+        "sandbox child exited",
+    ),
 ];
 
 fn phase_breakdown(demo: &Path, runs: usize) -> anyhow::Result<(Vec<f64>, f64)> {
@@ -56,14 +72,20 @@ fn phase_breakdown(demo: &Path, runs: usize) -> anyhow::Result<(Vec<f64>, f64)> 
     let mut outside = 0.0;
     for _ in 0..runs {
         let start = Instant::now();
-        let out = Command::new(demo).arg("-v").output().context("running the demo with -v")?;
+        let out = Command::new(demo)
+            .arg("-v")
+            .output()
+            .context("running the demo with -v")?;
         let wall = ms(start.elapsed());
         if !out.status.success() {
             bail!("demo failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         let trace = String::from_utf8_lossy(&out.stderr);
         let stamp = |marker: &str| -> anyhow::Result<f64> {
-            let line = trace.lines().find(|l| l.contains(marker)).with_context(|| format!("no {marker:?} in the trace"))?;
+            let line = trace
+                .lines()
+                .find(|l| l.contains(marker))
+                .with_context(|| format!("no {marker:?} in the trace"))?;
             let inner = line.trim_start_matches('[');
             let value = inner.split_whitespace().next().context("no timestamp")?;
             Ok(value.parse()?)
@@ -81,11 +103,17 @@ fn phase_breakdown(demo: &Path, runs: usize) -> anyhow::Result<(Vec<f64>, f64)> 
 }
 
 fn describe_machine() -> (String, String) {
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
         .unwrap_or_else(|| "unknown".to_owned());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     (kernel, format!("{cpu} ({cores} cores)"))
@@ -96,9 +124,21 @@ pub fn run(root: &Path, bin_dir: &Path, quick: bool) -> anyhow::Result<()> {
     let demo = bin_dir.join("token_userns_demo");
     let demo_s = demo.to_string_lossy().into_owned();
     let mut cases = vec![
-        Case { name: "token_userns_demo (with traffic)", command: vec![demo_s.clone()], samples: vec![] },
-        Case { name: "token_userns_demo -n (no traffic)", command: vec![demo_s.clone(), "-n".into()], samples: vec![] },
-        Case { name: "unshare -Urnm true (floor)", command: ["unshare", "-Urnm", "true"].map(String::from).to_vec(), samples: vec![] },
+        Case {
+            name: "token_userns_demo (with traffic)",
+            command: vec![demo_s.clone()],
+            samples: vec![],
+        },
+        Case {
+            name: "token_userns_demo -n (no traffic)",
+            command: vec![demo_s.clone(), "-n".into()],
+            samples: vec![],
+        },
+        Case {
+            name: "unshare -Urnm true (floor)",
+            command: ["unshare", "-Urnm", "true"].map(String::from).to_vec(),
+            samples: vec![],
+        },
     ];
     // Warm up caches once, then interleave the cases so machine noise hits all of them alike.
     for case in &cases {
@@ -112,7 +152,10 @@ pub fn run(root: &Path, bin_dir: &Path, quick: bool) -> anyhow::Result<()> {
     }
     let floor = median(&cases[2].samples);
     let mut table = String::new();
-    writeln!(table, "| command | runs | median ms | min ms | max ms | median / floor |")?;
+    writeln!(
+        table,
+        "| command | runs | median ms | min ms | max ms | median / floor |"
+    )?;
     writeln!(table, "|---|---|---|---|---|---|")?;
     for case in &cases {
         let m = median(&case.samples);
@@ -130,10 +173,18 @@ pub fn run(root: &Path, bin_dir: &Path, quick: bool) -> anyhow::Result<()> {
     let (sums, outside) = phase_breakdown(&demo, runs)?;
     let total: f64 = sums.iter().sum::<f64>() + outside;
     let mut phases = String::new();
-    writeln!(phases, "| phase | total ms over {runs} runs | mean ms per run | share |")?;
+    writeln!(
+        phases,
+        "| phase | total ms over {runs} runs | mean ms per run | share |"
+    )?;
     writeln!(phases, "|---|---|---|---|")?;
     for ((name, _), sum) in PHASES.iter().zip(&sums) {
-        writeln!(phases, "| {name} | {sum:.2} | {:.3} | {:.1}% |", sum / runs as f64, 100.0 * sum / total)?;
+        writeln!(
+            phases,
+            "| {name} | {sum:.2} | {:.3} | {:.1}% |",
+            sum / runs as f64,
+            100.0 * sum / total
+        )?;
     }
     writeln!(
         phases,
@@ -147,7 +198,11 @@ pub fn run(root: &Path, bin_dir: &Path, quick: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let (kernel, cpu) = describe_machine();
-    let date = Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
     let report = format!(
         "# Benchmarks\n\nProduced by `sudo -E cargo xtask bench` (release build) on {date}.\nKernel {kernel}; CPU {cpu}.\n\n\
 ## Demo end to end\n\nWall time of whole processes, {runs} runs each, the three commands interleaved in one run\n\

@@ -39,7 +39,10 @@ enum Task {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
 }
 
 fn is_root() -> bool {
@@ -49,7 +52,9 @@ fn is_root() -> bool {
 
 fn run(command: &mut Command) -> anyhow::Result<()> {
     eprintln!("xtask: running {command:?}");
-    let status = command.status().with_context(|| format!("spawning {command:?}"))?;
+    let status = command
+        .status()
+        .with_context(|| format!("spawning {command:?}"))?;
     if !status.success() {
         bail!("{command:?} failed: {status}");
     }
@@ -58,7 +63,13 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
 
 fn setup_toolchain(root: &Path) -> anyhow::Result<()> {
     let script = root.join("scripts/setup-toolchain.sh");
-    let mut command = if is_root() { Command::new("bash") } else { let mut c = Command::new("sudo"); c.args(["-E", "bash"]); c };
+    let mut command = if is_root() {
+        Command::new("bash")
+    } else {
+        let mut c = Command::new("sudo");
+        c.args(["-E", "bash"]);
+        c
+    };
     run(command.arg(script))
 }
 
@@ -67,7 +78,9 @@ fn cargo() -> Command {
 }
 
 pub fn build_release(root: &Path) -> anyhow::Result<PathBuf> {
-    run(cargo().current_dir(root).args(["build", "--release", "-p", "launcher", "--bins"]))?;
+    run(cargo()
+        .current_dir(root)
+        .args(["build", "--release", "-p", "launcher", "--bins"]))?;
     Ok(root.join("target/release"))
 }
 
@@ -82,7 +95,13 @@ fn main() -> anyhow::Result<()> {
         Task::Demo { args } => {
             setup_toolchain(&root)?;
             let bin = build_release(&root)?.join("token_userns_demo");
-            let mut command = if is_root() { Command::new(&bin) } else { let mut c = Command::new("sudo"); c.arg("-E").arg(&bin); c };
+            let mut command = if is_root() {
+                Command::new(&bin)
+            } else {
+                let mut c = Command::new("sudo");
+                c.arg("-E").arg(&bin);
+                c
+            };
             run(command.args(args))?;
         }
         Task::Test { args } => {
@@ -97,7 +116,9 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Bench { quick } => {
             if !is_root() {
-                bail!("the benchmark runs the supervisor, which needs root: sudo -E cargo xtask bench");
+                bail!(
+                    "the benchmark runs the supervisor, which needs root: sudo -E cargo xtask bench"
+                );
             }
             let bin_dir = build_release(&root)?;
             bench::run(&root, &bin_dir, quick)?;

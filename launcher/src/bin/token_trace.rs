@@ -17,7 +17,12 @@ struct Cli {
     #[arg(short = 't', long = "token-path", value_name = "PATH")]
     token_path: Option<PathBuf>,
     /// Interface to attach the XDP program to (the test datagram always goes over loopback)
-    #[arg(short = 'i', long = "interface", value_name = "IFACE", default_value = "lo")]
+    #[arg(
+        short = 'i',
+        long = "interface",
+        value_name = "IFACE",
+        default_value = "lo"
+    )]
     interface: String,
     /// Send no test datagram (the delta is then 0)
     #[arg(short = 'n', long = "no-traffic")]

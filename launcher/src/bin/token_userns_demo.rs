@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use bpf_token_launcher::logging;
 use bpf_token_launcher::policy::{self, DelegateKind, EnumNames, PolicyError};
-use bpf_token_launcher::supervisor::{self, ChildExit, SandboxAction, SupervisorError, SupervisorOptions};
+use bpf_token_launcher::supervisor::{
+    self, ChildExit, SandboxAction, SupervisorError, SupervisorOptions,
+};
 use bpf_token_launcher::userns::HostIdentity;
 use clap::Parser;
 
@@ -40,13 +42,23 @@ struct Cli {
     #[arg(long, value_name = "GID")]
     gid: Option<u32>,
     /// Interface inside the sandbox to attach the counter to
-    #[arg(short = 'i', long = "interface", value_name = "IFACE", default_value = "lo")]
+    #[arg(
+        short = 'i',
+        long = "interface",
+        value_name = "IFACE",
+        default_value = "lo"
+    )]
     interface: String,
     /// Send no test datagram (the delta is then 0)
     #[arg(short = 'n', long = "no-traffic")]
     no_traffic: bool,
     /// Where the delegated bpffs is mounted inside the sandbox for -- CMD
-    #[arg(long, value_name = "PATH", default_value = "/sys/fs/bpf", requires = "command")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/sys/fs/bpf",
+        requires = "command"
+    )]
     bpffs_path: PathBuf,
     /// Trace every step on stderr (repeat for more)
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
@@ -92,18 +104,33 @@ fn main() -> ExitCode {
     }
     let identity = HostIdentity::choose(cli.uid, cli.gid);
     if identity.uid == 0 {
-        log::warn!("--uid 0: the sandbox's root is host root; files it creates belong to host root");
+        log::warn!(
+            "--uid 0: the sandbox's root is host root; files it creates belong to host root"
+        );
     }
     if !cli.bpffs_path.is_absolute() {
-        eprintln!("token_userns_demo: error: --bpffs-path {:?} must be an absolute path", cli.bpffs_path);
+        eprintln!(
+            "token_userns_demo: error: --bpffs-path {:?} must be an absolute path",
+            cli.bpffs_path
+        );
         return ExitCode::from(2);
     }
     let action = if cli.command.is_empty() {
-        SandboxAction::Trace { interface: cli.interface, send_traffic: !cli.no_traffic }
+        SandboxAction::Trace {
+            interface: cli.interface,
+            send_traffic: !cli.no_traffic,
+        }
     } else {
-        SandboxAction::Exec { argv: cli.command, bpffs_path: cli.bpffs_path }
+        SandboxAction::Exec {
+            argv: cli.command,
+            bpffs_path: cli.bpffs_path,
+        }
     };
-    let options = SupervisorOptions { delegation, identity, action };
+    let options = SupervisorOptions {
+        delegation,
+        identity,
+        action,
+    };
     match supervisor::run(&options, &names) {
         Ok(exit) => {
             log::debug!("sandbox child {exit}");
@@ -113,7 +140,10 @@ fn main() -> ExitCode {
             exit_code(exit)
         }
         // The child already printed its own one-line error: do not add a second line.
-        Err(SupervisorError::ChildDied { exit: exit @ ChildExit::Exited(_), expected }) => {
+        Err(SupervisorError::ChildDied {
+            exit: exit @ ChildExit::Exited(_),
+            expected,
+        }) => {
             log::debug!("sandbox child {exit} while the supervisor expected {expected}");
             exit_code(exit)
         }

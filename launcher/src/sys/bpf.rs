@@ -42,7 +42,10 @@ pub fn token_create(bpffs_root: BorrowedFd<'_>, flags: u32) -> Result<OwnedFd, S
     let mut attr = zeroed_attr();
     attr.token_create.flags = flags;
     attr.token_create.bpffs_fd = bpffs_root.as_raw_fd() as u32;
-    fd_result(sys_bpf(bpf_cmd::BPF_TOKEN_CREATE, &mut attr), "bpf(BPF_TOKEN_CREATE)")
+    fd_result(
+        sys_bpf(bpf_cmd::BPF_TOKEN_CREATE, &mut attr),
+        "bpf(BPF_TOKEN_CREATE)",
+    )
 }
 
 /// A verifier or BTF log buffer: `level` 0 means no log.
@@ -54,7 +57,11 @@ pub struct LogBuffer<'a> {
 impl LogBuffer<'_> {
     /// The text the kernel wrote, up to the first NUL.
     pub fn text(&self) -> String {
-        let end = self.buf.iter().position(|&b| b == 0).unwrap_or(self.buf.len());
+        let end = self
+            .buf
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.buf.len());
         String::from_utf8_lossy(&self.buf[..end]).into_owned()
     }
 }
@@ -78,7 +85,10 @@ pub fn btf_load(
         u.btf_log_buf = log.buf.as_mut_ptr() as u64;
         u.btf_log_size = log.buf.len() as u32;
     }
-    fd_result(sys_bpf(bpf_cmd::BPF_BTF_LOAD, &mut attr), "bpf(BPF_BTF_LOAD)")
+    fd_result(
+        sys_bpf(bpf_cmd::BPF_BTF_LOAD, &mut attr),
+        "bpf(BPF_BTF_LOAD)",
+    )
 }
 
 /// The attributes of `BPF_MAP_CREATE` this loader sets.
@@ -97,7 +107,10 @@ pub struct MapCreateAttr<'a> {
 }
 
 /// `BPF_MAP_CREATE`.
-pub fn map_create(attr_in: &MapCreateAttr<'_>, token: Option<BorrowedFd<'_>>) -> Result<OwnedFd, SysError> {
+pub fn map_create(
+    attr_in: &MapCreateAttr<'_>,
+    token: Option<BorrowedFd<'_>>,
+) -> Result<OwnedFd, SysError> {
     let mut attr = zeroed_attr();
     let (token_fd, token_flag) = token_parts(token);
     // SAFETY: writing plain integers into the MAP_CREATE member of the union.
@@ -122,11 +135,19 @@ pub fn map_create(attr_in: &MapCreateAttr<'_>, token: Option<BorrowedFd<'_>>) ->
     for (dst, src) in u.map_name.iter_mut().zip(&attr_in.name[..len]) {
         *dst = *src as libc::c_char;
     }
-    fd_result(sys_bpf(bpf_cmd::BPF_MAP_CREATE, &mut attr), "bpf(BPF_MAP_CREATE)")
+    fd_result(
+        sys_bpf(bpf_cmd::BPF_MAP_CREATE, &mut attr),
+        "bpf(BPF_MAP_CREATE)",
+    )
 }
 
 /// `BPF_MAP_UPDATE_ELEM` with raw key and value buffers (used to fill data-section maps).
-pub fn map_update_elem(map: BorrowedFd<'_>, key: &[u8], value: &[u8], flags: u64) -> Result<(), SysError> {
+pub fn map_update_elem(
+    map: BorrowedFd<'_>,
+    key: &[u8],
+    value: &[u8],
+    flags: u64,
+) -> Result<(), SysError> {
     let mut attr = zeroed_attr();
     // SAFETY: writing plain integers into the element-command member of the union.
     let u = unsafe { &mut attr.__bindgen_anon_2 };
@@ -134,14 +155,20 @@ pub fn map_update_elem(map: BorrowedFd<'_>, key: &[u8], value: &[u8], flags: u64
     u.key = key.as_ptr() as u64;
     u.__bindgen_anon_1.value = value.as_ptr() as u64;
     u.flags = flags;
-    unit_result(sys_bpf(bpf_cmd::BPF_MAP_UPDATE_ELEM, &mut attr), "bpf(BPF_MAP_UPDATE_ELEM)")
+    unit_result(
+        sys_bpf(bpf_cmd::BPF_MAP_UPDATE_ELEM, &mut attr),
+        "bpf(BPF_MAP_UPDATE_ELEM)",
+    )
 }
 
 /// `BPF_MAP_FREEZE`: makes a map read-only for user space (used for `.rodata`).
 pub fn map_freeze(map: BorrowedFd<'_>) -> Result<(), SysError> {
     let mut attr = zeroed_attr();
     attr.__bindgen_anon_2.map_fd = map.as_raw_fd() as u32;
-    unit_result(sys_bpf(bpf_cmd::BPF_MAP_FREEZE, &mut attr), "bpf(BPF_MAP_FREEZE)")
+    unit_result(
+        sys_bpf(bpf_cmd::BPF_MAP_FREEZE, &mut attr),
+        "bpf(BPF_MAP_FREEZE)",
+    )
 }
 
 /// The attributes of `BPF_PROG_LOAD` this loader sets.
@@ -206,7 +233,10 @@ pub fn prog_load(
         u.log_buf = log.buf.as_mut_ptr() as u64;
         u.log_size = log.buf.len() as u32;
     }
-    fd_result(sys_bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr), "bpf(BPF_PROG_LOAD)")
+    fd_result(
+        sys_bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr),
+        "bpf(BPF_PROG_LOAD)",
+    )
 }
 
 /// `BPF_LINK_CREATE` for a program attached to a network interface (XDP, tcx, netkit).
@@ -221,5 +251,8 @@ pub fn link_create_ifindex(
     attr.link_create.__bindgen_anon_2.target_ifindex = ifindex;
     attr.link_create.attach_type = attach_type;
     attr.link_create.flags = flags;
-    fd_result(sys_bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr), "bpf(BPF_LINK_CREATE)")
+    fd_result(
+        sys_bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr),
+        "bpf(BPF_LINK_CREATE)",
+    )
 }

@@ -23,7 +23,10 @@ pub struct SysError {
 
 impl SysError {
     pub(crate) fn last(call: &'static str) -> Self {
-        Self { call, errno: Errno::last() }
+        Self {
+            call,
+            errno: Errno::last(),
+        }
     }
 }
 
@@ -42,11 +45,18 @@ pub(crate) fn fd_result(ret: libc::c_long, call: &'static str) -> Result<OwnedFd
     if ret < 0 {
         return Err(SysError::last(call));
     }
-    let raw = libc::c_int::try_from(ret).map_err(|_| SysError { call, errno: Errno::EOVERFLOW })?;
+    let raw = libc::c_int::try_from(ret).map_err(|_| SysError {
+        call,
+        errno: Errno::EOVERFLOW,
+    })?;
     // SAFETY: the kernel just returned this descriptor to us and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
 pub(crate) fn unit_result(ret: libc::c_long, call: &'static str) -> Result<(), SysError> {
-    if ret < 0 { Err(SysError::last(call)) } else { Ok(()) }
+    if ret < 0 {
+        Err(SysError::last(call))
+    } else {
+        Ok(())
+    }
 }

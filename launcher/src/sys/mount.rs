@@ -43,7 +43,14 @@ pub fn fsconfig_set_string(fs: BorrowedFd<'_>, key: &CStr, value: &CStr) -> Resu
 fn fsconfig_cmd(fs: BorrowedFd<'_>, cmd: libc::c_uint, call: &'static str) -> Result<(), SysError> {
     // SAFETY: commands take no pointers.
     let ret = unsafe {
-        libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, std::ptr::null::<u8>(), std::ptr::null::<u8>(), 0)
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            cmd,
+            std::ptr::null::<u8>(),
+            std::ptr::null::<u8>(),
+            0,
+        )
     };
     unit_result(ret, call)
 }
@@ -55,7 +62,11 @@ pub fn fsconfig_create(fs: BorrowedFd<'_>) -> Result<(), SysError> {
 
 /// `fsconfig(fs, FSCONFIG_CMD_RECONFIGURE)`: applies options to an existing superblock.
 pub fn fsconfig_reconfigure(fs: BorrowedFd<'_>) -> Result<(), SysError> {
-    fsconfig_cmd(fs, FSCONFIG_CMD_RECONFIGURE, "fsconfig(FSCONFIG_CMD_RECONFIGURE)")
+    fsconfig_cmd(
+        fs,
+        FSCONFIG_CMD_RECONFIGURE,
+        "fsconfig(FSCONFIG_CMD_RECONFIGURE)",
+    )
 }
 
 /// `fsmount(fs, FSMOUNT_CLOEXEC, 0)`: a detached mount of the created superblock.
@@ -70,7 +81,12 @@ pub fn fspick(mount: BorrowedFd<'_>) -> Result<OwnedFd, SysError> {
     const FSPICK_EMPTY_PATH: libc::c_uint = 0x8;
     // SAFETY: the path is a valid empty string.
     let ret = unsafe {
-        libc::syscall(libc::SYS_fspick, mount.as_raw_fd(), c"".as_ptr(), FSPICK_CLOEXEC | FSPICK_EMPTY_PATH)
+        libc::syscall(
+            libc::SYS_fspick,
+            mount.as_raw_fd(),
+            c"".as_ptr(),
+            FSPICK_CLOEXEC | FSPICK_EMPTY_PATH,
+        )
     };
     fd_result(ret, "fspick")
 }

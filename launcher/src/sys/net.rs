@@ -9,7 +9,10 @@ fn ifreq_for(name: &str) -> Result<libc::ifreq, SysError> {
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     let bytes = name.as_bytes();
     if bytes.is_empty() || bytes.len() >= req.ifr_name.len() || bytes.contains(&0) {
-        return Err(SysError { call: "ioctl(SIOCGIFFLAGS)", errno: Errno::EINVAL });
+        return Err(SysError {
+            call: "ioctl(SIOCGIFFLAGS)",
+            errno: Errno::EINVAL,
+        });
     }
     for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
         *dst = *src as libc::c_char;
