@@ -330,13 +330,10 @@ fn refused_user_namespaces_name_the_sysctl() {
     // unshare(CLONE_NEWUSER) fail with EPERM, as an AppArmor restriction or a container's
     // seccomp profile does.
     let _host = shared();
-    let mounts_before = support::host_mounts();
     let mut command = Command::new(DEMO);
     command.arg("-v");
     support::deny_unshare_with_eperm(&mut command);
-    let out = command.output().unwrap();
-    let run = support::Run::from_output(out);
-    support::assert_host_clean(&mounts_before, &run);
+    let run = support::run_command_clean(&mut command);
     assert_eq!(run.code, Some(1), "{run:#?}");
     assert!(
         run.stderr.contains("unshare(CLONE_NEWUSER) failed: EPERM"),

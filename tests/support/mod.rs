@@ -94,9 +94,15 @@ impl Run {
 /// Runs a binary and checks that the host is as it was: same mounts, no XDP on `lo`, and (when
 /// the run was traced with `-v`) the sandbox child gone.
 pub fn run_clean(program: &str, args: &[&str]) -> Run {
+    let mut command = Command::new(program);
+    command.args(args);
+    run_command_clean(&mut command)
+}
+
+/// [`run_clean`] for a command the caller has prepared (environment, pre-exec hooks).
+pub fn run_command_clean(command: &mut Command) -> Run {
     let mounts_before = host_mounts();
-    let out = Command::new(program).args(args).output().expect("spawn");
-    let run = Run::from_output(out);
+    let run = Run::from_output(command.output().expect("spawn"));
     assert_host_clean(&mounts_before, &run);
     run
 }
