@@ -61,16 +61,19 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn setup_toolchain(root: &Path) -> anyhow::Result<()> {
-    let script = root.join("scripts/setup-toolchain.sh");
-    let mut command = if is_root() {
-        Command::new("bash")
+/// `program`, run directly when we are root and through `sudo -E` otherwise.
+fn as_root(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    if is_root() {
+        Command::new(program)
     } else {
-        let mut c = Command::new("sudo");
-        c.args(["-E", "bash"]);
-        c
-    };
-    run(command.arg(script))
+        let mut command = Command::new("sudo");
+        command.arg("-E").arg(program);
+        command
+    }
+}
+
+fn setup_toolchain(root: &Path) -> anyhow::Result<()> {
+    run(as_root("bash").arg(root.join("scripts/setup-toolchain.sh")))
 }
 
 fn cargo() -> Command {
@@ -95,14 +98,7 @@ fn main() -> anyhow::Result<()> {
         Task::Demo { args } => {
             setup_toolchain(&root)?;
             let bin = build_release(&root)?.join("token_userns_demo");
-            let mut command = if is_root() {
-                Command::new(&bin)
-            } else {
-                let mut c = Command::new("sudo");
-                c.arg("-E").arg(&bin);
-                c
-            };
-            run(command.args(args))?;
+            run(as_root(&bin).args(args))?;
         }
         Task::Test { args } => {
             let mut command = cargo();
