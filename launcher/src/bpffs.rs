@@ -16,25 +16,13 @@ pub fn open_context() -> Result<OwnedFd, BpffsError> {
     sys::mount::fsopen(c"bpf", "fsopen(\"bpf\")").map_err(|source| BpffsError::Open { source })
 }
 
-/// The `fsconfig` options for a delegation: one per non-empty set, in a fixed order.
-pub fn delegation_options(
-    delegation: &Delegation,
-    names: &EnumNames,
-) -> Vec<(DelegateKind, String)> {
-    DelegateKind::ALL
-        .into_iter()
-        .filter(|kind| !delegation.get(*kind).is_empty())
-        .map(|kind| (kind, names.render(kind, delegation.get(kind))))
-        .collect()
-}
-
 /// Sets the delegation on a context and creates the superblock (the supervisor's part).
 pub fn delegate_and_create(
     context: BorrowedFd<'_>,
     delegation: &Delegation,
     names: &EnumNames,
 ) -> Result<(), BpffsError> {
-    for (kind, value) in delegation_options(delegation, names) {
+    for (kind, value) in delegation.fsconfig_options(names) {
         let key = CString::new(kind.option()).expect("option names have no NUL");
         let c_value = CString::new(value.clone()).map_err(|_| BpffsError::BadValue {
             kind,
@@ -99,7 +87,7 @@ fn open_hint(errno: Errno) -> &'static str {
 fn configure_hint(errno: Errno) -> String {
     match errno {
         Errno::EINVAL => format!(
-            "this kernel ({}) does not know the option or a name in it: BPF token delegation needs Linux 6.9 or later",
+            "this kernel ({}) does not know the option or a name in it (BPF token delegation needs Linux 6.9 or later), or the value is longer than the 255 bytes fsconfig accepts",
             kernel_release()
         ),
         Errno::EPERM => "non-zero delegate_* options need CAP_SYS_ADMIN in the initial user namespace (run the supervisor as root)".to_owned(),

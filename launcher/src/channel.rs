@@ -30,6 +30,10 @@ pub enum MessageKind {
     BpffsContext = 3,
     /// Supervisor → sandbox: delegation set, superblock created; mount it.
     SuperblockCreated = 4,
+    /// Sandbox → supervisor: the bpffs is mounted at its path; check what the kernel shows.
+    BpffsMounted = 5,
+    /// Supervisor → sandbox: the mounted delegation is exactly the one asked for; go on.
+    DelegationVerified = 6,
 }
 
 impl MessageKind {
@@ -39,6 +43,8 @@ impl MessageKind {
             Self::IdMapsWritten,
             Self::BpffsContext,
             Self::SuperblockCreated,
+            Self::BpffsMounted,
+            Self::DelegationVerified,
         ]
         .into_iter()
         .find(|k| *k as u8 == tag)
@@ -52,6 +58,8 @@ impl fmt::Display for MessageKind {
             Self::IdMapsWritten => "IdMapsWritten",
             Self::BpffsContext => "BpffsContext (with an fd)",
             Self::SuperblockCreated => "SuperblockCreated",
+            Self::BpffsMounted => "BpffsMounted",
+            Self::DelegationVerified => "DelegationVerified",
         })
     }
 }
@@ -274,6 +282,14 @@ impl SupervisorChannel {
     pub fn superblock_created(&self) -> Result<(), ChannelError> {
         self.0.send(MessageKind::SuperblockCreated, None)
     }
+
+    pub fn wait_bpffs_mounted(&self) -> Result<(), ChannelError> {
+        self.0.receive(MessageKind::BpffsMounted).map(drop)
+    }
+
+    pub fn delegation_verified(&self) -> Result<(), ChannelError> {
+        self.0.send(MessageKind::DelegationVerified, None)
+    }
 }
 
 /// The sandbox's end.
@@ -295,6 +311,14 @@ impl SandboxChannel {
     pub fn wait_superblock(&self) -> Result<(), ChannelError> {
         self.0.receive(MessageKind::SuperblockCreated).map(drop)
     }
+
+    pub fn bpffs_mounted(&self) -> Result<(), ChannelError> {
+        self.0.send(MessageKind::BpffsMounted, None)
+    }
+
+    pub fn wait_delegation_verified(&self) -> Result<(), ChannelError> {
+        self.0.receive(MessageKind::DelegationVerified).map(drop)
+    }
 }
 
 #[cfg(test)]
@@ -312,6 +336,12 @@ mod tests {
         let file = std::fs::File::open("/dev/null").unwrap();
         pair.sandbox.send_bpffs_context(file.as_fd()).unwrap();
         let fd = pair.supervisor.wait_bpffs_context().unwrap();
+        pair.supervisor.superblock_created().unwrap();
+        pair.sandbox.wait_superblock().unwrap();
+        pair.sandbox.bpffs_mounted().unwrap();
+        pair.supervisor.wait_bpffs_mounted().unwrap();
+        pair.supervisor.delegation_verified().unwrap();
+        pair.sandbox.wait_delegation_verified().unwrap();
         let flags = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_GETFD).unwrap();
         assert_ne!(
             flags & libc::FD_CLOEXEC,

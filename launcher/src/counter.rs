@@ -93,7 +93,7 @@ pub fn run_trace(options: &TraceOptions) -> Result<TraceReport, TraceError> {
     );
     match token.allowed() {
         Ok(allowed) => {
-            let names = EnumNames::builtin();
+            let names = EnumNames::for_running_kernel();
             for kind in DelegateKind::ALL {
                 log::debug!(
                     "token allows {}={}",

@@ -6,8 +6,10 @@
 //! - [`userns`]: the sandbox's user namespace and id maps;
 //! - [`channel`]: the typed supervisor/sandbox protocol over a `SOCK_SEQPACKET` pair;
 //! - [`bpffs`]: the delegated bpffs (opened by the sandbox, delegated and created by the supervisor);
-//! - [`policy`]: the delegation sets and their names ([`kernel_enums`] holds the built-in names);
-//! - [`token`]: BPF tokens and what they allow;
+//! - [`policy`]: the delegation sets, their names ([`btf`] reads them from the running kernel),
+//!   policy files, and the least privilege of an object;
+//! - [`mountinfo`]: the mount table, where the kernel shows a bpffs's delegation;
+//! - [`token`]: BPF tokens and what they allow; [`inventory`]: the bpffs mounts a caller sees;
 //! - [`object`] and [`loader`]: what an eBPF object needs, and loading it with a token;
 //! - [`net`]: interfaces and the test datagram;
 //! - [`counter`]: the demo XDP counter end to end;
@@ -17,11 +19,13 @@
 //! exception is the forked sandbox child, which must not return into the caller's code.)
 
 pub mod bpffs;
+pub mod btf;
 pub mod channel;
 pub mod counter;
-pub mod kernel_enums;
+pub mod inventory;
 pub mod loader;
 pub mod logging;
+pub mod mountinfo;
 pub mod net;
 pub mod object;
 pub mod policy;

@@ -449,8 +449,8 @@ impl<'t> TokenLoader<'t> {
     }
 }
 
-fn names() -> EnumNames {
-    EnumNames::builtin()
+fn names() -> &'static EnumNames {
+    EnumNames::for_running_kernel()
 }
 
 const fn map_create_cmd() -> u32 {

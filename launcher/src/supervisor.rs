@@ -9,7 +9,10 @@
 //!                    ─── IdMapsWritten ─▶ setresuid/gid(0), unshare(NS|NET), lo up, fsopen(bpf)
 //!                    ◀── BpffsContext(fd)
 //!   fsconfig delegate_*, CMD_CREATE
-//!                    ─── SuperblockCreated ▶ fsmount, token, load, attach, count
+//!                    ─── SuperblockCreated ▶ fsmount, move_mount to --bpffs-path
+//!                    ◀── BpffsMounted
+//!   read /proc/<child>/mountinfo, compare
+//!                    ─── DelegationVerified ▶ token, load, attach, count (or exec CMD)
 //!   waitpid ◀──────────────────────────── exit status
 //! ```
 
@@ -29,8 +32,9 @@ use crate::bpffs::{self, BpffsError};
 use crate::channel::{ChannelError, SandboxChannel, SupervisorChannel, channel_pair};
 use crate::counter::{self, TraceError, TraceOptions};
 use crate::logging::{self, Role};
+use crate::mountinfo;
 use crate::net::{self, NetError};
-use crate::policy::{Delegation, EnumNames};
+use crate::policy::{Delegation, EnumNames, PolicyMismatch};
 use crate::sys::{Errno, ErrnoName, SysError};
 use crate::userns::{self, HostIdentity, UserNsError};
 
@@ -39,22 +43,21 @@ use crate::userns::{self, HostIdentity, UserNsError};
 pub struct SupervisorOptions {
     pub delegation: Delegation,
     pub identity: HostIdentity,
+    /// Where the delegated bpffs is mounted in the sandbox's own mount namespace.
+    pub bpffs_path: PathBuf,
     pub action: SandboxAction,
 }
 
 /// What the sandbox does once it holds the delegated bpffs.
 #[derive(Debug, Clone)]
 pub enum SandboxAction {
-    /// The demo: token from `/proc/self/fd/<mount fd>`, counter on `interface`.
+    /// The demo: token from the bpffs, counter on `interface`.
     Trace {
         interface: String,
         send_traffic: bool,
     },
-    /// Mount the bpffs at `bpffs_path`, point `LIBBPF_BPF_TOKEN_PATH` at it, and exec `argv`.
-    Exec {
-        argv: Vec<OsString>,
-        bpffs_path: PathBuf,
-    },
+    /// Point `LIBBPF_BPF_TOKEN_PATH` at the bpffs and exec `argv`.
+    Exec { argv: Vec<OsString> },
 }
 
 /// How the sandbox child ended.
@@ -201,6 +204,46 @@ fn supervise(
     channel
         .superblock_created()
         .map_err(SupervisorError::Channel)?;
+
+    channel
+        .wait_bpffs_mounted()
+        .map_err(SupervisorError::Channel)?;
+    verify_mounted_delegation(child, options, names)?;
+    channel
+        .delegation_verified()
+        .map_err(SupervisorError::Channel)?;
+    Ok(())
+}
+
+/// Reads the sandbox's mount table as the kernel shows it and checks the bpffs there carries
+/// exactly the delegation that was asked for. `fsconfig` accepts unknown keys silently, so this
+/// is the only way to know a kernel did not ignore an option.
+fn verify_mounted_delegation(
+    child: Pid,
+    options: &SupervisorOptions,
+    names: &EnumNames,
+) -> Result<(), SupervisorError> {
+    let mounts = mountinfo::read(Some(child))
+        .map_err(|source| SupervisorError::MountInfo { pid: child, source })?;
+    // The last entry for a path is the mount on top, the one a lookup of the path finds.
+    let mounted = mounts
+        .iter()
+        .rev()
+        .find(|m| m.mount_point == options.bpffs_path)
+        .filter(|m| m.fs_type == "bpf")
+        .ok_or_else(|| SupervisorError::BpffsNotMounted {
+            path: options.bpffs_path.clone(),
+        })?;
+    log::debug!(
+        "/proc/{child}/mountinfo: {} bpf {}",
+        mounted.mount_point.display(),
+        mounted.super_options
+    );
+    options
+        .delegation
+        .check_mounted(&mounted.super_options, names)
+        .map_err(SupervisorError::PolicyMismatch)?;
+    log::debug!("mounted delegation matches the policy");
     Ok(())
 }
 
@@ -281,6 +324,25 @@ fn sandbox(
     let mount = bpffs::mount(context.as_fd()).map_err(SupervisorError::Bpffs)?;
     drop(context);
     log::debug!("fsmount = mount fd {}", mount.as_raw_fd());
+    let bpffs_path = &options.bpffs_path;
+    let target = CString::new(bpffs_path.as_os_str().as_bytes())
+        .expect("the binary refuses paths with NUL bytes");
+    crate::sys::mount::move_mount_to(mount.as_fd(), &target).map_err(|source| {
+        SupervisorError::Sandbox {
+            step: "mounting the bpffs at its path",
+            source,
+        }
+    })?;
+    log::debug!(
+        "move_mount(fd {}, {}): bpffs attached",
+        mount.as_raw_fd(),
+        bpffs_path.display()
+    );
+    drop(mount);
+    channel.bpffs_mounted().map_err(SupervisorError::Channel)?;
+    channel
+        .wait_delegation_verified()
+        .map_err(SupervisorError::Channel)?;
 
     match &options.action {
         SandboxAction::Trace {
@@ -288,7 +350,7 @@ fn sandbox(
             send_traffic,
         } => {
             let trace = TraceOptions {
-                token_path: PathBuf::from(format!("/proc/self/fd/{}", mount.as_raw_fd())),
+                token_path: bpffs_path.clone(),
                 interface: interface.clone(),
                 send_traffic: *send_traffic,
             };
@@ -297,28 +359,7 @@ fn sandbox(
             print!("{report}");
             Ok(())
         }
-        SandboxAction::Exec { argv, bpffs_path } => {
-            let target = CString::new(bpffs_path.as_os_str().as_bytes()).map_err(|_| {
-                SupervisorError::Sandbox {
-                    step: "mounting the bpffs",
-                    source: SysError {
-                        call: "move_mount",
-                        errno: Errno::EINVAL,
-                    },
-                }
-            })?;
-            crate::sys::mount::move_mount_to(mount.as_fd(), &target).map_err(|source| {
-                SupervisorError::Sandbox {
-                    step: "mounting the bpffs at its path",
-                    source,
-                }
-            })?;
-            log::debug!(
-                "move_mount(fd {}, {}): bpffs attached",
-                mount.as_raw_fd(),
-                bpffs_path.display()
-            );
-            drop(mount);
+        SandboxAction::Exec { argv } => {
             let (program, args) = argv.split_first().ok_or(SupervisorError::EmptyCommand)?;
             log::debug!(
                 "exec {argv:?} with LIBBPF_BPF_TOKEN_PATH={}",
@@ -358,6 +399,12 @@ pub enum SupervisorError {
     UserNs(UserNsError),
     #[error("bpffs: {0}")]
     Bpffs(BpffsError),
+    #[error("supervisor: reading /proc/{pid}/mountinfo to check the delegation: {source}")]
+    MountInfo { pid: Pid, source: std::io::Error },
+    #[error("supervisor: no bpffs is mounted at {} in the sandbox's mount table after move_mount", path.display())]
+    BpffsNotMounted { path: PathBuf },
+    #[error("supervisor: {0}")]
+    PolicyMismatch(PolicyMismatch),
     #[error("sandbox: {step}: {source}: {}", namespace_hint(source.errno))]
     Sandbox {
         step: &'static str,

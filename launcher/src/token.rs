@@ -94,7 +94,7 @@ pub fn parse_token_fdinfo(text: &str) -> Option<Delegation> {
 fn explain_create_failure(errno: Errno, root: BorrowedFd<'_>) -> String {
     match errno {
         Errno::EINVAL => match nix::sys::statfs::fstatfs(root) {
-            Ok(st) if st.filesystem_type().0 as i64 != BPF_FS_MAGIC => format!(
+            Ok(st) if st.filesystem_type().0 != BPF_FS_MAGIC => format!(
                 "this is not a bpffs (filesystem magic {:#x}); point at the root of a bpffs mounted with delegate_* options",
                 st.filesystem_type().0
             ),

@@ -180,9 +180,11 @@ pub fn run_trace_clean(path: &std::path::Path, extra: &[&str]) -> Run {
     run_clean(TRACE, &args)
 }
 
-/// Installs (in the spawned process, before exec) a seccomp filter that fails `unshare` with
-/// EPERM and allows everything else. x86_64 only, like the machines this runs on.
-pub fn deny_unshare_with_eperm(command: &mut Command) {
+/// Makes `command` (and its children) see system call `nr` return `-errno` without running it,
+/// optionally only when argument `arg.0` equals `arg.1`. `errno` 0 makes the call "succeed"
+/// while doing nothing: a kernel that silently ignores the request. A seccomp filter, so the
+/// product has no test hooks.
+pub fn inject_syscall_result(command: &mut Command, nr: i64, arg: Option<(u32, u32)>, errno: i32) {
     use std::os::unix::process::CommandExt as _;
     const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
     const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
@@ -197,15 +199,23 @@ pub fn deny_unshare_with_eperm(command: &mut Command) {
     let ld_w_abs = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
     let jeq_k = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
     let ret_k = (libc::BPF_RET | libc::BPF_K) as u16;
-    let filter = vec![
+    let mut filter = vec![
         stmt(ld_w_abs, 4), // seccomp_data.arch
         jump(jeq_k, AUDIT_ARCH_X86_64, 1, 0),
         stmt(ret_k, SECCOMP_RET_ALLOW),
         stmt(ld_w_abs, 0), // seccomp_data.nr
-        jump(jeq_k, libc::SYS_unshare as u32, 0, 1),
-        stmt(ret_k, SECCOMP_RET_ERRNO | libc::EPERM as u32),
-        stmt(ret_k, SECCOMP_RET_ALLOW),
     ];
+    match arg {
+        None => filter.push(jump(jeq_k, nr as u32, 0, 1)),
+        Some((index, value)) => {
+            filter.push(jump(jeq_k, nr as u32, 0, 3));
+            // seccomp_data.args[index], low 32 bits (little-endian)
+            filter.push(stmt(ld_w_abs, 16 + 8 * index));
+            filter.push(jump(jeq_k, value, 0, 1));
+        }
+    }
+    filter.push(stmt(ret_k, SECCOMP_RET_ERRNO | errno as u32));
+    filter.push(stmt(ret_k, SECCOMP_RET_ALLOW));
     // SAFETY: the closure only makes async-signal-safe system calls on memory it owns.
     unsafe {
         command.pre_exec(move || {
@@ -213,6 +223,7 @@ pub fn deny_unshare_with_eperm(command: &mut Command) {
                 len: filter.len() as u16,
                 filter: filter.as_ptr().cast_mut(),
             };
+            // Root holds CAP_SYS_ADMIN, so no PR_SET_NO_NEW_PRIVS is needed.
             if libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog) != 0 {
                 return Err(std::io::Error::last_os_error());
             }

@@ -1,11 +1,13 @@
 //! `token_trace`: create a BPF token from a delegated bpffs, load the XDP counter with it,
-//! attach it, and count one datagram.
+//! attach it, and count one datagram. Also lists the bpffs mounts a caller can see and prints
+//! the least-privilege policy of an eBPF object.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use bpf_token_launcher::counter::{self, TraceOptions};
-use bpf_token_launcher::logging;
+use bpf_token_launcher::policy::{self, DelegateKind, EnumNames};
+use bpf_token_launcher::{inventory, logging};
 use clap::Parser;
 
 /// Load the demo XDP counter with a BPF token and count one packet.
@@ -27,6 +29,15 @@ struct Cli {
     /// Send no test datagram (the delta is then 0)
     #[arg(short = 'n', long = "no-traffic")]
     no_traffic: bool,
+    /// List every bpffs mounted here, its delegation, and whether a token can be made from it
+    #[arg(long, conflicts_with_all = ["token_path", "no_traffic", "interface", "print_policy"])]
+    list: bool,
+    /// Print the least-privilege delegation of an eBPF object (ELF) and exit
+    #[arg(long, value_name = "OBJECT", conflicts_with_all = ["token_path", "no_traffic", "interface"])]
+    print_policy: Option<PathBuf>,
+    /// With --list or --print-policy: print JSON
+    #[arg(long)]
+    json: bool,
     /// Trace every step on stderr (repeat for more)
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
     verbose: u8,
@@ -35,6 +46,16 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.verbose);
+    if cli.json && !cli.list && cli.print_policy.is_none() {
+        eprintln!("token_trace: error: --json goes with --list or --print-policy");
+        return ExitCode::from(2);
+    }
+    if cli.list {
+        return list(cli.json);
+    }
+    if let Some(object) = &cli.print_policy {
+        return print_policy(object, cli.json);
+    }
     let options = TraceOptions {
         token_path: cli.token_path.unwrap_or_else(counter::default_token_path),
         interface: cli.interface,
@@ -50,4 +71,62 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn list(json: bool) -> ExitCode {
+    let names = EnumNames::for_running_kernel();
+    log::debug!("kernel enum names: {}", names.source());
+    let mounts = match inventory::bpffs_mounts() {
+        Ok(mounts) => mounts,
+        Err(err) => {
+            eprintln!("token_trace: error: reading /proc/self/mountinfo: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        let list: Vec<_> = mounts.iter().map(|m| m.to_json(names)).collect();
+        println!("{}", serde_json::Value::Array(list));
+    } else if mounts.is_empty() {
+        println!("no bpffs is mounted in this mount namespace");
+    } else {
+        for mount in &mounts {
+            print!("{}", mount.display(names));
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn print_policy(object: &Path, json: bool) -> ExitCode {
+    let names = EnumNames::for_running_kernel();
+    let delegation = match std::fs::read(object)
+        .map_err(|e| e.to_string())
+        .and_then(|elf| policy::least_privilege_for_elf(&elf).map_err(|e| e.to_string()))
+    {
+        Ok(d) => d,
+        Err(err) => {
+            eprintln!("token_trace: error: {}: {err}", object.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = delegation.fsconfig_options(names);
+    let flags = delegation.flags(names);
+    if json {
+        let mut out = serde_json::Map::new();
+        out.insert("object".to_owned(), object.to_string_lossy().into());
+        for kind in DelegateKind::ALL {
+            let value = options
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, v)| v.clone());
+            out.insert(kind.option().to_owned(), value.into());
+        }
+        out.insert("flags".to_owned(), flags.into());
+        println!("{}", serde_json::Value::Object(out));
+    } else {
+        for (kind, value) in &options {
+            println!("{}={value}", kind.option());
+        }
+        println!("flags: {}", flags.join(" "));
+    }
+    ExitCode::SUCCESS
 }

@@ -4,25 +4,36 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bpf_token_launcher::logging;
-use bpf_token_launcher::policy::{self, DelegateKind, EnumNames, PolicyError};
+use std::os::unix::ffi::OsStrExt as _;
+
+use bpf_token_launcher::policy::{self, DelegateKind, Delegation, EnumNames, PolicyFile};
 use bpf_token_launcher::supervisor::{
     self, ChildExit, SandboxAction, SupervisorError, SupervisorOptions,
 };
 use bpf_token_launcher::userns::HostIdentity;
+use bpf_token_launcher::{counter, logging};
 use clap::Parser;
 
 /// Fork a sandbox into new user, mount and network namespaces, hand it a bpffs delegated by this
 /// (root) process, and load the demo XDP counter there with a BPF token.
 ///
-/// The default delegation is exactly what the counter needs:
+/// The default delegation is exactly what the demo counter needs, computed from its object:
 /// delegate_cmds=map_create:prog_load:btf_load delegate_maps=array delegate_progs=xdp
-/// delegate_attachs=xdp. Each --delegate-* flag replaces one of these sets; values are kernel enum
-/// names (case-insensitive, with or without the BPF_* prefix) separated by `:` or `,`, `any`, or
-/// one number.
+/// delegate_attachs=xdp. --policy-from OBJECT computes it for another object, --policy FILE reads
+/// it from a TOML file (keys cmds, maps, progs, attachs; a missing key delegates nothing). Each
+/// --delegate-* flag then replaces one set; values are names from the running kernel's enums
+/// (case-insensitive, with or without the BPF_* prefix) separated by `:` or `,`, `any`, `none`,
+/// or one number. The supervisor checks the mounted bpffs shows exactly this delegation before
+/// the sandbox uses it.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Cli {
+    /// Start from the policy in this TOML file instead of the counter's
+    #[arg(long, value_name = "FILE", conflicts_with = "policy_from")]
+    policy: Option<PathBuf>,
+    /// Start from the least privilege of this eBPF object (ELF) instead of the counter's
+    #[arg(long, value_name = "OBJECT")]
+    policy_from: Option<PathBuf>,
     /// Commands to delegate (e.g. map_create:prog_load:btf_load)
     #[arg(long, value_name = "LIST")]
     delegate_cmds: Option<String>,
@@ -52,13 +63,8 @@ struct Cli {
     /// Send no test datagram (the delta is then 0)
     #[arg(short = 'n', long = "no-traffic")]
     no_traffic: bool,
-    /// Where the delegated bpffs is mounted inside the sandbox for -- CMD
-    #[arg(
-        long,
-        value_name = "PATH",
-        default_value = "/sys/fs/bpf",
-        requires = "command"
-    )]
+    /// Where the delegated bpffs is mounted inside the sandbox (its own mount namespace)
+    #[arg(long, value_name = "PATH", default_value = "/sys/fs/bpf")]
     bpffs_path: PathBuf,
     /// Trace every step on stderr (repeat for more)
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
@@ -70,8 +76,21 @@ struct Cli {
 }
 
 impl Cli {
-    fn delegation(&self, names: &EnumNames) -> Result<policy::Delegation, PolicyError> {
-        let mut delegation = policy::counter_delegation(names);
+    /// The delegation asked for: a base policy, then the --delegate-* flags.
+    fn delegation(&self, names: &EnumNames) -> Result<Delegation, String> {
+        let mut delegation = if let Some(path) = &self.policy {
+            PolicyFile::read(path, names)
+                .map_err(|e| e.to_string())?
+                .delegation
+        } else if let Some(path) = &self.policy_from {
+            let elf = std::fs::read(path)
+                .map_err(|e| format!("--policy-from {}: {e}", path.display()))?;
+            policy::least_privilege_for_elf(&elf)
+                .map_err(|e| format!("--policy-from {}: {e}", path.display()))?
+        } else {
+            policy::least_privilege_for_elf(counter::COUNTER_OBJECT)
+                .map_err(|e| format!("the embedded counter object: {e}"))?
+        };
         for (kind, value) in [
             (DelegateKind::Cmds, &self.delegate_cmds),
             (DelegateKind::Maps, &self.delegate_maps),
@@ -79,19 +98,35 @@ impl Cli {
             (DelegateKind::Attachs, &self.delegate_attachs),
         ] {
             if let Some(value) = value {
-                delegation.set(kind, names.parse(kind, value)?);
+                delegation.set(kind, names.parse(kind, value).map_err(|e| e.to_string())?);
             }
         }
+        if delegation.is_empty() {
+            return Err(
+                "the policy delegates nothing: a token needs at least one delegated set".to_owned(),
+            );
+        }
         Ok(delegation)
+    }
+
+    fn check_bpffs_path(&self) -> Result<(), String> {
+        let path = &self.bpffs_path;
+        if !path.is_absolute() {
+            return Err(format!("--bpffs-path {path:?} must be an absolute path"));
+        }
+        if path.as_os_str().as_bytes().contains(&0) {
+            return Err(format!("--bpffs-path {path:?} contains a NUL byte"));
+        }
+        Ok(())
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.verbose);
-    let names = EnumNames::builtin();
+    let names = EnumNames::for_running_kernel();
     // All input is checked before anything is forked or mounted.
-    let delegation = match cli.delegation(&names) {
+    let delegation = match cli.check_bpffs_path().and_then(|()| cli.delegation(names)) {
         Ok(d) => d,
         Err(err) => {
             eprintln!("token_userns_demo: error: {err}");
@@ -99,7 +134,7 @@ fn main() -> ExitCode {
         }
     };
     log::debug!("kernel enum names: {}", names.source());
-    for (kind, value) in bpf_token_launcher::bpffs::delegation_options(&delegation, &names) {
+    for (kind, value) in delegation.fsconfig_options(names) {
         log::debug!("delegation {}={value}", kind.option());
     }
     let identity = HostIdentity::choose(cli.uid, cli.gid);
@@ -108,30 +143,21 @@ fn main() -> ExitCode {
             "--uid 0: the sandbox's root is host root; files it creates belong to host root"
         );
     }
-    if !cli.bpffs_path.is_absolute() {
-        eprintln!(
-            "token_userns_demo: error: --bpffs-path {:?} must be an absolute path",
-            cli.bpffs_path
-        );
-        return ExitCode::from(2);
-    }
     let action = if cli.command.is_empty() {
         SandboxAction::Trace {
             interface: cli.interface,
             send_traffic: !cli.no_traffic,
         }
     } else {
-        SandboxAction::Exec {
-            argv: cli.command,
-            bpffs_path: cli.bpffs_path,
-        }
+        SandboxAction::Exec { argv: cli.command }
     };
     let options = SupervisorOptions {
         delegation,
         identity,
+        bpffs_path: cli.bpffs_path,
         action,
     };
-    match supervisor::run(&options, &names) {
+    match supervisor::run(&options, names) {
         Ok(exit) => {
             log::debug!("sandbox child {exit}");
             if let ChildExit::Signaled(_) = exit {

@@ -1,13 +1,13 @@
 //! The four kernel enums a bpffs delegation is written in, as built-in tables.
 //!
 //! The kernel parses `delegate_*` names against its own BTF, so the running kernel is the
-//! authority; these tables (from the UAPI `linux/bpf.h` of Linux 6.18) are the fallback when it
-//! has no BTF, and the names used to decode masks. Names are lowercase without the kernel's prefix
+//! authority; these tables (from the UAPI `linux/bpf.h` of Linux 6.18) are only the fallback when
+//! it has no readable BTF. Names are lowercase without the kernel's prefix
 //! (`BPF_`, `BPF_MAP_TYPE_`, `BPF_PROG_TYPE_`, `BPF_`), as the kernel accepts and prints them.
 //! Aliases (two names for one value) are kept: the kernel accepts both.
 
 /// `enum bpf_cmd`, prefix `BPF_`.
-pub const CMDS: &[(&str, u32)] = &[
+pub(super) const CMDS: &[(&str, u32)] = &[
     ("map_create", 0),
     ("map_lookup_elem", 1),
     ("map_update_elem", 2),
@@ -50,7 +50,7 @@ pub const CMDS: &[(&str, u32)] = &[
 ];
 
 /// `enum bpf_map_type`, prefix `BPF_MAP_TYPE_`.
-pub const MAP_TYPES: &[(&str, u32)] = &[
+pub(super) const MAP_TYPES: &[(&str, u32)] = &[
     ("unspec", 0),
     ("hash", 1),
     ("array", 2),
@@ -90,7 +90,7 @@ pub const MAP_TYPES: &[(&str, u32)] = &[
 ];
 
 /// `enum bpf_prog_type`, prefix `BPF_PROG_TYPE_`.
-pub const PROG_TYPES: &[(&str, u32)] = &[
+pub(super) const PROG_TYPES: &[(&str, u32)] = &[
     ("unspec", 0),
     ("socket_filter", 1),
     ("kprobe", 2),
@@ -127,7 +127,7 @@ pub const PROG_TYPES: &[(&str, u32)] = &[
 ];
 
 /// `enum bpf_attach_type`, prefix `BPF_`.
-pub const ATTACH_TYPES: &[(&str, u32)] = &[
+pub(super) const ATTACH_TYPES: &[(&str, u32)] = &[
     ("cgroup_inet_ingress", 0),
     ("cgroup_inet_egress", 1),
     ("cgroup_inet_sock_create", 2),
@@ -187,3 +187,14 @@ pub const ATTACH_TYPES: &[(&str, u32)] = &[
     ("trace_kprobe_session", 56),
     ("trace_uprobe_session", 57),
 ];
+
+/// The built-in table of one set.
+pub(super) const fn table(kind: super::DelegateKind) -> &'static [(&'static str, u32)] {
+    use super::DelegateKind;
+    match kind {
+        DelegateKind::Cmds => CMDS,
+        DelegateKind::Maps => MAP_TYPES,
+        DelegateKind::Progs => PROG_TYPES,
+        DelegateKind::Attachs => ATTACH_TYPES,
+    }
+}
