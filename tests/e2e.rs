@@ -362,7 +362,9 @@ fn killing_the_supervisor_kills_the_sandbox_and_leaves_nothing() {
     let status = running.supervisor.wait().unwrap();
     assert_eq!(
         std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(9)
+        Some(9),
+        "{status:?}: {}",
+        running.rest_of_trace()
     );
     let pid = running.sandbox_pid;
     assert!(

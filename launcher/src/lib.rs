@@ -13,7 +13,9 @@
 //! - [`object`] and [`loader`]: what an eBPF object needs, and loading it with a token;
 //! - [`net`]: interfaces and the test datagram;
 //! - [`counter`]: the demo XDP counter end to end;
-//! - [`supervisor`]: the two processes put together.
+//! - [`relay`]: waiting for a child while forwarding signals; [`pidns`]: the command's PID
+//!   namespace and its init;
+//! - [`supervisor`]: the processes put together.
 //!
 //! The library never exits the process; the binaries turn errors into exit codes. (The one
 //! exception is the forked sandbox child, which must not return into the caller's code.)
@@ -28,7 +30,9 @@ pub mod logging;
 pub mod mountinfo;
 pub mod net;
 pub mod object;
+pub mod pidns;
 pub mod policy;
+pub mod relay;
 pub mod supervisor;
 pub mod sys;
 pub mod token;

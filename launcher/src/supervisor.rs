@@ -19,13 +19,12 @@
 use std::ffi::{CString, OsString};
 use std::os::fd::{AsFd as _, AsRawFd as _};
 use std::os::unix::ffi::OsStrExt as _;
-use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
-use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
 
 use crate::bpffs::{self, BpffsError};
@@ -34,7 +33,10 @@ use crate::counter::{self, TraceError, TraceOptions};
 use crate::logging::{self, Role};
 use crate::mountinfo;
 use crate::net::{self, NetError};
+use crate::pidns::{self, PidNsError};
 use crate::policy::{Delegation, EnumNames, PolicyMismatch};
+pub use crate::relay::ChildExit;
+use crate::relay::{self, BlockedSignals, Reap};
 use crate::sys::{Errno, ErrnoName, SysError};
 use crate::userns::{self, HostIdentity, UserNsError};
 
@@ -42,6 +44,8 @@ use crate::userns::{self, HostIdentity, UserNsError};
 #[derive(Debug, Clone)]
 pub struct SupervisorOptions {
     pub delegation: Delegation,
+    /// Kill the whole sandbox after this long (the run then ends with [`ChildExit::TimedOut`]).
+    pub timeout: Option<Duration>,
     pub identity: HostIdentity,
     /// Where the delegated bpffs is mounted in the sandbox's own mount namespace.
     pub bpffs_path: PathBuf,
@@ -60,32 +64,6 @@ pub enum SandboxAction {
     Exec { argv: Vec<OsString> },
 }
 
-/// How the sandbox child ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChildExit {
-    Exited(i32),
-    Signaled(Signal),
-}
-
-impl ChildExit {
-    /// The exit code a shell would give: the code, or 128 + the signal number.
-    pub const fn exit_code(self) -> i32 {
-        match self {
-            Self::Exited(code) => code,
-            Self::Signaled(signal) => 128 + signal as i32,
-        }
-    }
-}
-
-impl std::fmt::Display for ChildExit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Exited(code) => write!(f, "exited with status {code}"),
-            Self::Signaled(signal) => write!(f, "was killed by {signal}"),
-        }
-    }
-}
-
 /// Runs the whole demo: returns how the sandbox child ended.
 ///
 /// The process must be single-threaded: `fork` copies only the calling thread, and the child
@@ -98,6 +76,10 @@ pub fn run(options: &SupervisorOptions, names: &EnumNames) -> Result<ChildExit, 
     }
     let pair = channel_pair().map_err(SupervisorError::Channel)?;
     let supervisor_pid = Pid::this();
+    // Blocked before the fork so that a signal arriving at any moment is queued for the relay
+    // loop, in the supervisor and in the sandbox alike.
+    let signals = BlockedSignals::block().map_err(SupervisorError::Signals)?;
+    let deadline = options.timeout.map(|t| (Instant::now() + t, t));
 
     // SAFETY: single-threaded (checked above), so the child may run arbitrary code after fork.
     match unsafe { nix::unistd::fork() }.map_err(|errno| {
@@ -109,21 +91,12 @@ pub fn run(options: &SupervisorOptions, names: &EnumNames) -> Result<ChildExit, 
         ForkResult::Child => {
             logging::set_role(Role::Sandbox);
             drop(pair.supervisor);
-            let result = sandbox(&pair.sandbox, supervisor_pid, options);
+            let result = sandbox(&pair.sandbox, supervisor_pid, options, &signals);
             let code = match result {
-                Ok(()) => 0,
+                Ok(code) => code,
                 Err(err) => {
                     eprintln!("token_userns_demo: error: {err}");
-                    // A shell's codes: 127 for a command not found, 126 for one that cannot run.
-                    match &err {
-                        SupervisorError::Exec { error, .. }
-                            if error.kind() == std::io::ErrorKind::NotFound =>
-                        {
-                            127
-                        }
-                        SupervisorError::Exec { .. } => 126,
-                        _ => 1,
-                    }
+                    1
                 }
             };
             use std::io::Write as _;
@@ -136,11 +109,15 @@ pub fn run(options: &SupervisorOptions, names: &EnumNames) -> Result<ChildExit, 
             logging::set_role(Role::Supervisor);
             drop(pair.sandbox);
             log::debug!("forked sandbox child pid {child}");
+            let waited = |deadline| {
+                relay::wait_forwarding(child, Reap::ChildOnly, deadline)
+                    .map_err(SupervisorError::Wait)
+            };
             match supervise(&pair.supervisor, child, options, names) {
-                Ok(()) => wait_child(child),
+                Ok(()) => waited(deadline),
                 Err(SupervisorError::Channel(ChannelError::Closed { expected, .. })) => {
                     // The child ended early: its own error is already on stderr; report how it ended.
-                    let exit = wait_child(child)?;
+                    let exit = waited(None)?;
                     Err(SupervisorError::ChildDied {
                         expected: expected.to_string(),
                         exit,
@@ -149,7 +126,7 @@ pub fn run(options: &SupervisorOptions, names: &EnumNames) -> Result<ChildExit, 
                 Err(err) => {
                     // Nothing may outlive a failed run: the child holds the namespaces.
                     let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
-                    let _ = wait_child(child);
+                    let _ = relay::wait_blocking(child);
                     Err(err)
                 }
             }
@@ -161,22 +138,6 @@ fn thread_count() -> Option<usize> {
     std::fs::read_dir("/proc/self/task")
         .ok()
         .map(Iterator::count)
-}
-
-fn wait_child(child: Pid) -> Result<ChildExit, SupervisorError> {
-    loop {
-        match waitpid(child, None) {
-            Ok(WaitStatus::Exited(_, code)) => return Ok(ChildExit::Exited(code)),
-            Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(ChildExit::Signaled(signal)),
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(errno) => {
-                return Err(SupervisorError::Wait(SysError {
-                    call: "waitpid",
-                    errno,
-                }));
-            }
-        }
-    }
 }
 
 /// The supervisor's part: id maps, then delegation and superblock.
@@ -267,7 +228,8 @@ fn sandbox(
     channel: &SandboxChannel,
     supervisor: Pid,
     options: &SupervisorOptions,
-) -> Result<(), SupervisorError> {
+    signals: &BlockedSignals,
+) -> Result<i32, SupervisorError> {
     die_with_supervisor(supervisor)?;
     userns::drop_supplementary_groups().map_err(SupervisorError::UserNs)?;
     userns::unshare_user_namespace().map_err(SupervisorError::UserNs)?;
@@ -349,6 +311,8 @@ fn sandbox(
             interface,
             send_traffic,
         } => {
+            // The demo runs in this process: let Ctrl-C and kill interrupt it as usual.
+            signals.restore().map_err(SupervisorError::Signals)?;
             let trace = TraceOptions {
                 token_path: bpffs_path.clone(),
                 interface: interface.clone(),
@@ -357,23 +321,10 @@ fn sandbox(
             let report =
                 counter::run_trace(&trace).map_err(|error| SupervisorError::Trace { error })?;
             print!("{report}");
-            Ok(())
+            Ok(0)
         }
         SandboxAction::Exec { argv } => {
-            let (program, args) = argv.split_first().ok_or(SupervisorError::EmptyCommand)?;
-            log::debug!(
-                "exec {argv:?} with LIBBPF_BPF_TOKEN_PATH={}",
-                bpffs_path.display()
-            );
-            // exec only returns on failure.
-            let error = std::process::Command::new(program)
-                .args(args)
-                .env("LIBBPF_BPF_TOKEN_PATH", bpffs_path)
-                .exec();
-            Err(SupervisorError::Exec {
-                program: program.to_string_lossy().into_owned(),
-                error,
-            })
+            pidns::run_command(argv, bpffs_path, signals).map_err(SupervisorError::PidNs)
         }
     }
 }
@@ -412,13 +363,10 @@ pub enum SupervisorError {
     },
     #[error("sandbox network: {0}")]
     Net(NetError),
-    #[error("sandbox: no command given after --")]
-    EmptyCommand,
-    #[error("sandbox: executing {program:?}: {error}")]
-    Exec {
-        program: String,
-        error: std::io::Error,
-    },
+    #[error("sandbox: {0}")]
+    PidNs(PidNsError),
+    #[error("blocking signals for the relay: {0}")]
+    Signals(SysError),
     #[error("{}: {error}", error.step())]
     Trace { error: TraceError },
 }

@@ -3,6 +3,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use std::os::unix::ffi::OsStrExt as _;
 
@@ -66,6 +67,9 @@ struct Cli {
     /// Where the delegated bpffs is mounted inside the sandbox (its own mount namespace)
     #[arg(long, value_name = "PATH", default_value = "/sys/fs/bpf")]
     bpffs_path: PathBuf,
+    /// Kill the whole sandbox after SECS seconds (fractions allowed) and exit with 124
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    timeout: Option<Duration>,
     /// Trace every step on stderr (repeat for more)
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
     verbose: u8,
@@ -153,6 +157,7 @@ fn main() -> ExitCode {
     };
     let options = SupervisorOptions {
         delegation,
+        timeout: cli.timeout,
         identity,
         bpffs_path: cli.bpffs_path,
         action,
@@ -160,7 +165,7 @@ fn main() -> ExitCode {
     match supervisor::run(&options, names) {
         Ok(exit) => {
             log::debug!("sandbox child {exit}");
-            if let ChildExit::Signaled(_) = exit {
+            if let ChildExit::Signaled(_) | ChildExit::TimedOut(_) = exit {
                 eprintln!("token_userns_demo: sandbox child {exit}");
             }
             exit_code(exit)
@@ -181,6 +186,18 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!(
+            "{text:?}: the timeout must be a positive number of seconds"
+        ));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{text:?}: {e}"))
 }
 
 fn exit_code(exit: ChildExit) -> ExitCode {
