@@ -271,8 +271,15 @@ pub struct RunningSandbox {
 
 impl RunningSandbox {
     pub fn start(command: &[&str]) -> Self {
+        Self::start_with(&[], command)
+    }
+
+    /// [`Self::start`] with supervisor options before `--`.
+    pub fn start_with(options: &[&str], command: &[&str]) -> Self {
         let mut supervisor = Command::new(DEMO)
-            .args(["-v", "--"])
+            .arg("-v")
+            .args(options)
+            .arg("--")
             .args(command)
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -311,4 +318,24 @@ impl RunningSandbox {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// Every descendant of `pid` (children, their children, ...), from `/proc/*/task/*/children`.
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(p) = queue.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                found.push(child);
+                queue.push(child);
+            }
+        }
+    }
+    found
 }

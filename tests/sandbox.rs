@@ -1,0 +1,253 @@
+//! `token_userns_demo -- CMD` as a sandbox for CI jobs, on the real kernel, as root: identity,
+//! isolation, policy enforcement, exit codes, signals, timeout, and nothing left behind.
+
+mod support;
+
+use std::os::unix::fs::MetadataExt as _;
+use std::os::unix::process::ExitStatusExt as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use support::{DEMO, TRACE, run_clean, run_command_clean, shared};
+
+/// A directory any mapped uid can write to, removed on drop.
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn new(name: &str) -> Self {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("token-sandbox-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn the_command_is_root_inside_and_its_files_belong_to_the_mapped_user() {
+    let _host = shared();
+    let dir = ScratchDir::new("owner");
+    let run = run_command_clean(
+        Command::new(DEMO)
+            .args(["-v", "--uid", "23456", "--gid", "23457", "--"])
+            .args(["sh", "-c", "id -u && id -g && pwd && echo made > created"])
+            .current_dir(&dir.0),
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines[..2], ["0", "0"], "{run:#?}");
+    assert_eq!(
+        lines[2],
+        dir.0.to_str().unwrap(),
+        "working directory passes through"
+    );
+    let meta = std::fs::metadata(dir.0.join("created")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (23456, 23457));
+}
+
+#[test]
+fn environment_stdin_and_exit_status_pass_through() {
+    let _host = shared();
+    let mut child = Command::new(DEMO)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "read line; echo \"$line $TOKEN_TEST_VAR $LIBBPF_BPF_TOKEN_PATH\"; exit 7",
+        ])
+        .env("TOKEN_TEST_VAR", "from-the-host")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from-the-host /sys/fs/bpf\n"
+    );
+}
+
+#[test]
+fn a_command_killing_itself_gives_128_plus_the_signal() {
+    let _host = shared();
+    let run = run_clean(DEMO, &["-v", "--", "sh", "-c", "kill -TERM $$; sleep 5"]);
+    assert_eq!(run.code, Some(143), "{run:#?}");
+}
+
+#[test]
+fn token_trace_finds_the_token_at_the_default_path_and_the_policy_is_enforced() {
+    let _host = shared();
+    let copy = support::world_readable_copy(TRACE);
+    let trace = copy.path.to_str().unwrap();
+    let inside = run_clean(DEMO, &["-v", "--", trace]);
+    assert_eq!(inside.code, Some(0), "{inside:#?}");
+    assert_eq!(inside.field("delta").as_deref(), Some("1"), "{inside:#?}");
+    // A program type and a map type outside the policy: the kernel refuses with EPERM.
+    for (flag, value, missing) in [
+        (
+            "--delegate-progs",
+            "socket_filter",
+            "delegate_progs lacks `xdp`",
+        ),
+        ("--delegate-maps", "hash", "delegate_maps lacks `array`"),
+    ] {
+        let run = run_clean(DEMO, &["-v", flag, value, "--", trace]);
+        assert_eq!(run.code, Some(1), "{run:#?}");
+        assert!(run.stderr.contains("EPERM"), "{run:#?}");
+        assert!(run.stderr.contains(missing), "{run:#?}");
+    }
+}
+
+#[test]
+fn the_command_cannot_touch_host_interfaces_mounts_or_hostname() {
+    let _host = shared();
+    let script = "set -u; \
+        ip link add tokentest0 type veth peer name tokentest1 && echo link-added; \
+        ip -o link show | cut -d: -f2 | tr -d ' ' | sort | tr '\\n' ' '; echo; \
+        mount -t tmpfs tokentest /mnt && echo mounted; \
+        hostname token-sandbox-test 2>&1 || echo hostname-refused; \
+        grep -E '^(Uid|CapEff)' /proc/self/status";
+    let hostname_before = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let run = run_clean(DEMO, &["-v", "--", "sh", "-c", script]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    // Inside, the command has every capability of its own namespaces...
+    assert!(run.stdout.contains("link-added\n"), "{run:#?}");
+    assert!(
+        run.stdout
+            .contains("lo tokentest0@tokentest1 tokentest1@tokentest0 \n"),
+        "only its own interfaces: {run:#?}"
+    );
+    assert!(run.stdout.contains("mounted\n"), "{run:#?}");
+    assert!(run.stdout.contains("CapEff:\t000001ffffffffff"), "{run:#?}");
+    // ...and none over the host: the hostname (initial UTS namespace) cannot be changed.
+    assert!(run.stdout.contains("hostname-refused"), "{run:#?}");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        hostname_before
+    );
+    // run_clean checked the host's mounts; check its interfaces.
+    let host_links = std::fs::read_dir("/sys/class/net").unwrap();
+    assert!(
+        host_links
+            .flatten()
+            .all(|l| !l.file_name().to_string_lossy().starts_with("tokentest")),
+        "the sandbox's interface leaked to the host"
+    );
+}
+
+#[test]
+fn seen_from_the_host_the_command_is_the_mapped_user_in_other_namespaces() {
+    let _host = shared();
+    let mut running = support::RunningSandbox::start(&["sleep", "30"]);
+    let command = *support::descendants(running.sandbox_pid)
+        .last()
+        .expect("the command process");
+    let status = std::fs::read_to_string(format!("/proc/{command}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(
+        uid_line.split_whitespace().collect::<Vec<_>>(),
+        ["Uid:", "65534", "65534", "65534", "65534"],
+        "{status}"
+    );
+    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+    assert!(
+        nspid.ends_with("\t2"),
+        "the command is PID 2 of its namespace: {nspid}"
+    );
+    for ns in ["user", "mnt", "net", "pid"] {
+        let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        let sandbox = std::fs::read_link(format!("/proc/{command}/ns/{ns}")).unwrap();
+        assert_ne!(host, sandbox, "{ns} namespace shared with the host");
+    }
+    let _ = kill(
+        Pid::from_raw(running.supervisor.id() as i32),
+        Signal::SIGTERM,
+    );
+    let status = running.supervisor.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "SIGTERM forwarded to sleep");
+}
+
+#[test]
+fn sigint_to_the_supervisor_reaches_the_command() {
+    let _host = shared();
+    let mut running = support::RunningSandbox::start(&[
+        "sh",
+        "-c",
+        "trap 'echo got-sigint >&2; exit 5' INT; while :; do sleep 0.05; done",
+    ]);
+    kill(
+        Pid::from_raw(running.supervisor.id() as i32),
+        Signal::SIGINT,
+    )
+    .unwrap();
+    let rest = running.rest_of_trace();
+    let status = running.supervisor.wait().unwrap();
+    assert_eq!(status.code(), Some(5), "{rest}");
+    assert!(rest.contains("got-sigint"), "{rest}");
+    assert!(rest.contains("forwarding SIGINT"), "{rest}");
+}
+
+#[test]
+fn timeout_kills_every_process_of_the_sandbox_and_exits_124() {
+    let _host = shared();
+    let mounts_before = support::host_mounts();
+    let mut running = support::RunningSandbox::start_with(
+        &["--timeout", "1"],
+        // A daemon that escapes its parent (setsid, double fork) must die too.
+        &["sh", "-c", "setsid sh -c 'sleep 60 & sleep 60' & sleep 60"],
+    );
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_millis(200));
+    let sandbox_processes = support::descendants(running.sandbox_pid);
+    assert!(sandbox_processes.len() >= 4, "{sandbox_processes:?}");
+    let rest = running.rest_of_trace();
+    let status = running.supervisor.wait().unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(status.code(), Some(124), "{rest}");
+    assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
+    assert!(
+        rest.contains("killed after the timeout of 1.000 s"),
+        "{rest}"
+    );
+    for pid in sandbox_processes.into_iter().chain([running.sandbox_pid]) {
+        assert!(
+            support::wait_gone(pid, Duration::from_secs(1)),
+            "process {pid} of the sandbox survived the timeout"
+        );
+    }
+    assert_eq!(support::host_mounts(), mounts_before);
+}
+
+#[test]
+fn sigkill_of_the_supervisor_leaves_no_process_and_no_mount() {
+    let _host = shared();
+    let mounts_before = support::host_mounts();
+    let mut running = support::RunningSandbox::start(&["sh", "-c", "sleep 60 & sleep 60"]);
+    let sandbox_processes = support::descendants(running.sandbox_pid);
+    assert!(sandbox_processes.len() >= 3, "{sandbox_processes:?}");
+    kill(
+        Pid::from_raw(running.supervisor.id() as i32),
+        Signal::SIGKILL,
+    )
+    .unwrap();
+    let status = running.supervisor.wait().unwrap();
+    assert_eq!(status.signal(), Some(9));
+    for pid in sandbox_processes.into_iter().chain([running.sandbox_pid]) {
+        assert!(
+            support::wait_gone(pid, Duration::from_secs(2)),
+            "process {pid} survived its supervisor"
+        );
+    }
+    assert_eq!(support::host_mounts(), mounts_before);
+}
