@@ -251,3 +251,61 @@ fn sigkill_of_the_supervisor_leaves_no_process_and_no_mount() {
     }
     assert_eq!(support::host_mounts(), mounts_before);
 }
+
+#[test]
+fn json_status_reports_pids_namespaces_policy_and_exit() {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::process::CommandExt as _;
+    let _host = shared();
+    let status_file = std::env::temp_dir().join(format!("token-status-{}", std::process::id()));
+    let file = std::fs::File::create(&status_file).unwrap();
+    let raw = file.as_raw_fd();
+    let mut command = Command::new(DEMO);
+    command.args(["-v", "--json-status", "3", "--", "sh", "-c", "exit 7"]);
+    // SAFETY: dup2 is async-signal-safe and only touches the child's descriptor table.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(raw, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let run = run_command_clean(&mut command);
+    drop(file);
+    let text = std::fs::read_to_string(&status_file).unwrap();
+    std::fs::remove_file(&status_file).unwrap();
+    assert_eq!(run.code, Some(7), "{run:#?}");
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect(l))
+        .collect();
+    assert_eq!(events.len(), 2, "{text}");
+    let ready = &events[0];
+    assert_eq!(ready["event"], "sandbox-ready");
+    assert_eq!(ready["sandbox_pid"], run.child_pid().unwrap());
+    assert_eq!(ready["bpffs_path"], "/sys/fs/bpf");
+    assert_eq!(ready["delegation"]["delegate_progs"], "xdp");
+    for ns in ["user", "mnt", "net"] {
+        let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        let id = ready["namespaces"][ns].as_u64().expect(ns);
+        assert_ne!(host.to_string_lossy(), format!("{ns}:[{id}]"), "{ns}");
+    }
+    assert_eq!(
+        events[1],
+        serde_json::json!({"event": "exited", "exit_code": 7, "signal": null, "timed_out": false})
+    );
+}
+
+#[test]
+fn a_closed_json_status_descriptor_is_refused_before_forking() {
+    let _host = shared();
+    let run = run_clean(DEMO, &["-v", "--json-status", "9", "--", "true"]);
+    assert_eq!(run.code, Some(2), "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("--json-status 9: the descriptor is not open"),
+        "{run:#?}"
+    );
+    assert_eq!(run.child_pid(), None);
+}

@@ -15,7 +15,7 @@
 //! - [`counter`]: the demo XDP counter end to end;
 //! - [`relay`]: waiting for a child while forwarding signals; [`pidns`]: the command's PID
 //!   namespace and its init;
-//! - [`supervisor`]: the processes put together.
+//! - [`supervisor`]: the processes put together; [`status`]: `--json-status` events.
 //!
 //! The library never exits the process; the binaries turn errors into exit codes. (The one
 //! exception is the forked sandbox child, which must not return into the caller's code.)
@@ -33,6 +33,7 @@ pub mod object;
 pub mod pidns;
 pub mod policy;
 pub mod relay;
+pub mod status;
 pub mod supervisor;
 pub mod sys;
 pub mod token;

@@ -37,6 +37,7 @@ use crate::pidns::{self, PidNsError};
 use crate::policy::{Delegation, EnumNames, PolicyMismatch};
 pub use crate::relay::ChildExit;
 use crate::relay::{self, BlockedSignals, Reap};
+use crate::status::StatusSink;
 use crate::sys::{Errno, ErrnoName, SysError};
 use crate::userns::{self, HostIdentity, UserNsError};
 
@@ -44,6 +45,8 @@ use crate::userns::{self, HostIdentity, UserNsError};
 #[derive(Debug, Clone)]
 pub struct SupervisorOptions {
     pub delegation: Delegation,
+    /// Where `--json-status` events go.
+    pub status: Option<StatusSink>,
     /// Kill the whole sandbox after this long (the run then ends with [`ChildExit::TimedOut`]).
     pub timeout: Option<Duration>,
     pub identity: HostIdentity,
@@ -114,7 +117,13 @@ pub fn run(options: &SupervisorOptions, names: &EnumNames) -> Result<ChildExit, 
                     .map_err(SupervisorError::Wait)
             };
             match supervise(&pair.supervisor, child, options, names) {
-                Ok(()) => waited(deadline),
+                Ok(()) => {
+                    let exit = waited(deadline)?;
+                    if let Some(status) = &options.status {
+                        status.exited(exit);
+                    }
+                    Ok(exit)
+                }
                 Err(SupervisorError::Channel(ChannelError::Closed { expected, .. })) => {
                     // The child ended early: its own error is already on stderr; report how it ended.
                     let exit = waited(None)?;
@@ -170,6 +179,9 @@ fn supervise(
         .wait_bpffs_mounted()
         .map_err(SupervisorError::Channel)?;
     verify_mounted_delegation(child, options, names)?;
+    if let Some(status) = &options.status {
+        status.sandbox_ready(child, &options.bpffs_path, &options.delegation, names);
+    }
     channel
         .delegation_verified()
         .map_err(SupervisorError::Channel)?;

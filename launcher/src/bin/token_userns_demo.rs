@@ -8,6 +8,7 @@ use std::time::Duration;
 use std::os::unix::ffi::OsStrExt as _;
 
 use bpf_token_launcher::policy::{self, DelegateKind, Delegation, EnumNames, PolicyFile};
+use bpf_token_launcher::status::StatusSink;
 use bpf_token_launcher::supervisor::{
     self, ChildExit, SandboxAction, SupervisorError, SupervisorOptions,
 };
@@ -70,6 +71,10 @@ struct Cli {
     /// Kill the whole sandbox after SECS seconds (fractions allowed) and exit with 124
     #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
     timeout: Option<Duration>,
+    /// Write JSON status events (sandbox ready with pids, namespaces and policy; exit status), one
+    /// per line, to this already-open file descriptor
+    #[arg(long, value_name = "FD")]
+    json_status: Option<i32>,
     /// Trace every step on stderr (repeat for more)
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
     verbose: u8,
@@ -155,7 +160,15 @@ fn main() -> ExitCode {
     } else {
         SandboxAction::Exec { argv: cli.command }
     };
+    let status = match cli.json_status.map(status_sink).transpose() {
+        Ok(status) => status,
+        Err(err) => {
+            eprintln!("token_userns_demo: error: {err}");
+            return ExitCode::from(2);
+        }
+    };
     let options = SupervisorOptions {
+        status,
         delegation,
         timeout: cli.timeout,
         identity,
@@ -186,6 +199,26 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Takes over an inherited descriptor for status events, close-on-exec so the sandbox's
+/// command does not inherit it.
+fn status_sink(fd: i32) -> Result<StatusSink, String> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+    if fd <= 2 {
+        return Err(format!(
+            "--json-status {fd}: use a descriptor above 2 (e.g. 3>status.json)"
+        ));
+    }
+    // SAFETY: only borrowed for the F_GETFD probe; ownership is taken below once it is known open.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    fcntl(borrowed, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+        .map_err(|e| format!("--json-status {fd}: the descriptor is not open ({e})"))?;
+    // SAFETY: the descriptor is open, was inherited for this purpose, and nothing else in this
+    // process uses it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(StatusSink::new(std::fs::File::from(owned)))
 }
 
 fn parse_timeout(text: &str) -> Result<Duration, String> {
