@@ -262,10 +262,16 @@ fn json_status_reports_pids_namespaces_policy_and_exit() {
     let raw = file.as_raw_fd();
     let mut command = Command::new(DEMO);
     command.args(["-v", "--json-status", "3", "--", "sh", "-c", "exit 7"]);
-    // SAFETY: dup2 is async-signal-safe and only touches the child's descriptor table.
+    // SAFETY: dup2 and fcntl are async-signal-safe and only touch the child's descriptor table.
     unsafe {
         command.pre_exec(move || {
-            if libc::dup2(raw, 3) < 0 {
+            // dup2 onto itself would keep close-on-exec: clear the flag instead.
+            let ok = if raw == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0) >= 0
+            } else {
+                libc::dup2(raw, 3) >= 0
+            };
+            if !ok {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
