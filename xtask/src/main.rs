@@ -1,9 +1,9 @@
-//! Project tasks: `cargo xtask build | demo | test | bench`.
+//! Project tasks: `cargo xtask build | demo | test | bench | fuzz`.
 
 mod bench;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
@@ -35,6 +35,14 @@ enum Task {
         /// A few runs only, to check the benchmark code works (no BENCHMARKS.md written)
         #[arg(long)]
         quick: bool,
+    },
+    /// Run the cargo-fuzz targets in launcher/fuzz one after another (nightly; installs cargo-fuzz)
+    Fuzz {
+        /// How long to fuzz each target
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// One target only (default: every target `cargo fuzz list` shows)
+        target: Option<String>,
     },
 }
 
@@ -87,6 +95,72 @@ pub fn build_release(root: &Path) -> anyhow::Result<PathBuf> {
     Ok(root.join("target/release"))
 }
 
+/// `cargo +nightly` through rustup: cargo-fuzz needs nightly for its sanitizer flags.
+fn cargo_nightly() -> Command {
+    let mut command = Command::new("cargo");
+    command.arg("+nightly");
+    command
+}
+
+/// Runs every fuzz target (or `target`) for `seconds` each; a crash in one does not stop the
+/// others, and the task fails if any target failed.
+fn fuzz(root: &Path, seconds: u64, target: Option<String>) -> anyhow::Result<()> {
+    let has_cargo_fuzz = cargo()
+        .args(["fuzz", "--help"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !has_cargo_fuzz {
+        run(cargo().args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    let launcher = root.join("launcher");
+    let targets = match target {
+        Some(target) => vec![target],
+        None => {
+            let output = cargo_nightly()
+                .current_dir(&launcher)
+                .args(["fuzz", "list"])
+                .output()
+                .context("spawning cargo +nightly fuzz list")?;
+            if !output.status.success() {
+                bail!(
+                    "cargo +nightly fuzz list failed: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            String::from_utf8(output.stdout)
+                .context("cargo fuzz list printed non-UTF-8")?
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .map(str::to_owned)
+                .collect()
+        }
+    };
+    let mut failed = Vec::new();
+    for target in &targets {
+        let result = run(cargo_nightly().current_dir(&launcher).args([
+            "fuzz",
+            "run",
+            target,
+            "--",
+            &format!("-max_total_time={seconds}"),
+        ]));
+        if let Err(error) = result {
+            eprintln!("xtask: {error:#}");
+            failed.push(target.as_str());
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "fuzz target(s) failed: {} (inputs in launcher/fuzz/artifacts/)",
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let root = workspace_root();
@@ -119,6 +193,7 @@ fn main() -> anyhow::Result<()> {
             let bin_dir = build_release(&root)?;
             bench::run(&root, &bin_dir, quick)?;
         }
+        Task::Fuzz { seconds, target } => fuzz(&root, seconds, target)?,
     }
     Ok(())
 }
