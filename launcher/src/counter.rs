@@ -48,6 +48,9 @@ pub struct TraceOptions {
     pub interface: String,
     /// Send the test datagram (`false` for `-n`).
     pub send_traffic: bool,
+    /// After attaching, wait until stdin closes before reading the counter again (so traffic
+    /// from elsewhere, e.g. the host end of a veth, can be counted).
+    pub hold: bool,
 }
 
 /// The counter before and after the datagram.
@@ -134,6 +137,18 @@ pub fn run_trace(options: &TraceOptions) -> Result<TraceReport, TraceError> {
         before.packets,
         before.last_ifindex
     );
+    if options.hold {
+        eprintln!(
+            "token_trace: XDP counter attached to {}; counting until stdin closes",
+            options.interface
+        );
+        std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink()).map_err(|source| {
+            NetError::Io {
+                step: "waiting for stdin to close",
+                source,
+            }
+        })?;
+    }
     if let Some(probe) = &probe {
         probe.send_and_receive()?;
         log::debug!("datagram to {} received", probe.destination()?);

@@ -32,7 +32,7 @@ use crate::channel::{ChannelError, SandboxChannel, SupervisorChannel, channel_pa
 use crate::counter::{self, TraceError, TraceOptions};
 use crate::logging::{self, Role};
 use crate::mountinfo;
-use crate::net::{self, NetError};
+use crate::net::{self, NetError, VethPair};
 use crate::pidns::{self, PidNsError};
 use crate::policy::{Delegation, EnumNames, PolicyMismatch};
 pub use crate::relay::ChildExit;
@@ -45,6 +45,8 @@ use crate::userns::{self, HostIdentity, UserNsError};
 #[derive(Debug, Clone)]
 pub struct SupervisorOptions {
     pub delegation: Delegation,
+    /// A veth pair between the host and the sandbox (`--veth`).
+    pub veth: Option<VethPair>,
     /// Where `--json-status` events go.
     pub status: Option<StatusSink>,
     /// Kill the whole sandbox after this long (the run then ends with [`ChildExit::TimedOut`]).
@@ -168,6 +170,17 @@ fn supervise(
         .wait_bpffs_context()
         .map_err(SupervisorError::Channel)?;
     log::debug!("received bpffs context as fd {}", context.as_raw_fd());
+    // The sandbox has its network namespace by now (it unshared it before fsopen).
+    if let Some(veth) = &options.veth {
+        veth.create(child.as_raw()).map_err(SupervisorError::Net)?;
+        log::debug!(
+            "veth {} ({}/{}) on the host, {} in the sandbox",
+            veth.host_name,
+            veth.host_address,
+            VethPair::PREFIX,
+            veth.sandbox_name
+        );
+    }
     bpffs::delegate_and_create(context.as_fd(), &options.delegation, names)
         .map_err(SupervisorError::Bpffs)?;
     drop(context);
@@ -295,6 +308,15 @@ fn sandbox(
     channel
         .wait_superblock()
         .map_err(SupervisorError::Channel)?;
+    if let Some(veth) = &options.veth {
+        veth.configure_sandbox_end().map_err(SupervisorError::Net)?;
+        log::debug!(
+            "{} is up with {}/{}",
+            veth.sandbox_name,
+            veth.sandbox_address,
+            VethPair::PREFIX
+        );
+    }
     let mount = bpffs::mount(context.as_fd()).map_err(SupervisorError::Bpffs)?;
     drop(context);
     log::debug!("fsmount = mount fd {}", mount.as_raw_fd());
@@ -329,6 +351,7 @@ fn sandbox(
                 token_path: bpffs_path.clone(),
                 interface: interface.clone(),
                 send_traffic: *send_traffic,
+                hold: false,
             };
             let report =
                 counter::run_trace(&trace).map_err(|error| SupervisorError::Trace { error })?;

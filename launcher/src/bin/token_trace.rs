@@ -29,11 +29,14 @@ struct Cli {
     /// Send no test datagram (the delta is then 0)
     #[arg(short = 'n', long = "no-traffic")]
     no_traffic: bool,
+    /// After attaching, count until stdin closes (traffic from elsewhere, e.g. a veth peer)
+    #[arg(long)]
+    hold: bool,
     /// List every bpffs mounted here, its delegation, and whether a token can be made from it
-    #[arg(long, conflicts_with_all = ["token_path", "no_traffic", "interface", "print_policy"])]
+    #[arg(long, conflicts_with_all = ["token_path", "no_traffic", "interface", "hold", "print_policy"])]
     list: bool,
     /// Print the least-privilege delegation of an eBPF object (ELF) and exit
-    #[arg(long, value_name = "OBJECT", conflicts_with_all = ["token_path", "no_traffic", "interface"])]
+    #[arg(long, value_name = "OBJECT", conflicts_with_all = ["token_path", "no_traffic", "interface", "hold"])]
     print_policy: Option<PathBuf>,
     /// With --list or --print-policy: print JSON
     #[arg(long)]
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         token_path: cli.token_path.unwrap_or_else(counter::default_token_path),
         interface: cli.interface,
         send_traffic: !cli.no_traffic,
+        hold: cli.hold,
     };
     match counter::run_trace(&options) {
         Ok(report) => {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use std::os::unix::ffi::OsStrExt as _;
 
+use bpf_token_launcher::net::VethPair;
 use bpf_token_launcher::policy::{self, DelegateKind, Delegation, EnumNames, PolicyFile};
 use bpf_token_launcher::status::StatusSink;
 use bpf_token_launcher::supervisor::{
@@ -68,6 +69,10 @@ struct Cli {
     /// Where the delegated bpffs is mounted inside the sandbox (its own mount namespace)
     #[arg(long, value_name = "PATH", default_value = "/sys/fs/bpf")]
     bpffs_path: PathBuf,
+    /// Also create a veth pair: NAME in the sandbox (up, 169.254.x.y/30), its peer tkn<pid> on the
+    /// host (removed with the sandbox), so XDP can be tested on a real driver path
+    #[arg(long, value_name = "NAME")]
+    veth: Option<String>,
     /// Kill the whole sandbox after SECS seconds (fractions allowed) and exit with 124
     #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
     timeout: Option<Duration>,
@@ -160,6 +165,18 @@ fn main() -> ExitCode {
     } else {
         SandboxAction::Exec { argv: cli.command }
     };
+    let veth = match cli
+        .veth
+        .as_deref()
+        .map(|name| VethPair::new(name, std::process::id()))
+        .transpose()
+    {
+        Ok(veth) => veth,
+        Err(err) => {
+            eprintln!("token_userns_demo: error: {err}");
+            return ExitCode::from(2);
+        }
+    };
     let status = match cli.json_status.map(status_sink).transpose() {
         Ok(status) => status,
         Err(err) => {
@@ -168,6 +185,7 @@ fn main() -> ExitCode {
         }
     };
     let options = SupervisorOptions {
+        veth,
         status,
         delegation,
         timeout: cli.timeout,

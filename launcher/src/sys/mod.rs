@@ -7,6 +7,7 @@ pub mod bpf;
 pub mod file;
 pub mod mount;
 pub mod net;
+pub mod netlink;
 
 use std::fmt;
 use std::os::fd::{FromRawFd as _, OwnedFd};
