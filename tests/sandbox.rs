@@ -315,3 +315,94 @@ fn a_closed_json_status_descriptor_is_refused_before_forking() {
     );
     assert_eq!(run.child_pid(), None);
 }
+
+#[test]
+fn xdp_on_the_sandbox_end_of_a_veth_counts_datagrams_from_the_host_end() {
+    use std::io::{BufRead as _, Write as _};
+    let _host = shared();
+    let mounts_before = support::host_mounts();
+    let copy = support::world_readable_copy(TRACE);
+    let mut supervisor = Command::new(DEMO)
+        .args(["-v", "--veth", "veth0", "--"])
+        .args([copy.path.to_str().unwrap(), "-i", "veth0", "-n", "--hold"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let host_end = format!("tkn{}", supervisor.id());
+    let mut trace = String::new();
+    let mut lines = std::io::BufReader::new(supervisor.stderr.take().unwrap()).lines();
+    let mut host_address = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        trace.push_str(&line);
+        trace.push('\n');
+        if let Some(rest) = line.split(&format!("veth {host_end} (")).nth(1) {
+            host_address = rest.split('/').next().map(str::to_owned);
+        }
+        if line.contains("counting until stdin closes") {
+            break;
+        }
+    }
+    let host: std::net::Ipv4Addr = host_address
+        .unwrap_or_else(|| panic!("no host end address in:\n{trace}"))
+        .parse()
+        .unwrap();
+    let sandbox = std::net::Ipv4Addr::from(u32::from(host) + 1);
+    assert!(
+        std::path::Path::new("/sys/class/net")
+            .join(&host_end)
+            .exists(),
+        "{trace}"
+    );
+    let socket = std::net::UdpSocket::bind((host, 0)).unwrap();
+    for _ in 0..10 {
+        socket.send_to(b"to the sandbox", (sandbox, 9)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    supervisor.stdin.take().unwrap().flush().unwrap();
+    let out = supervisor.wait_with_output().unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{trace}{}",
+        rest.join("\n")
+    );
+    let field = |label: &str| {
+        stdout.lines().find_map(|l| {
+            l.strip_prefix(label)?
+                .split(':')
+                .nth(1)
+                .map(|v| v.trim().to_owned())
+        })
+    };
+    let delta: u64 = field("delta").unwrap().parse().unwrap();
+    // Ten datagrams, plus the neighbour discovery that precedes them.
+    assert!(delta >= 10, "delta {delta}: {stdout}");
+    assert_eq!(
+        field("interface").as_deref(),
+        Some("veth0 (ifindex=2)"),
+        "{stdout}"
+    );
+    assert_eq!(field("last ifindex").as_deref(), Some("2"), "{stdout}");
+    assert!(
+        support::wait_gone_path(&std::path::Path::new("/sys/class/net").join(&host_end)),
+        "the host end {host_end} outlived the sandbox"
+    );
+    assert_eq!(support::host_mounts(), mounts_before);
+}
+
+#[test]
+fn a_bad_veth_name_is_refused_before_forking() {
+    let _host = shared();
+    let run = run_clean(DEMO, &["-v", "--veth", "much-too-long-name0", "--", "true"]);
+    assert_eq!(run.code, Some(2), "{run:#?}");
+    assert!(
+        run.stderr.contains("interface names have 1 to 15 bytes"),
+        "{run:#?}"
+    );
+    assert_eq!(run.child_pid(), None);
+}

@@ -339,3 +339,15 @@ pub fn descendants(pid: i32) -> Vec<i32> {
     }
     found
 }
+
+/// Waits up to 2 s for `path` to disappear (an interface removed asynchronously, say).
+pub fn wait_gone_path(path: &std::path::Path) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while path.exists() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
