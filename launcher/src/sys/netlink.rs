@@ -38,7 +38,7 @@ impl Message {
 
     fn bytes(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
-        while self.buf.len() % 4 != 0 {
+        while !self.buf.len().is_multiple_of(4) {
             self.buf.push(0);
         }
     }
