@@ -68,14 +68,6 @@ fn mounted_options(mountinfo: &str, path: &str) -> Option<Vec<String>> {
         })
 }
 
-fn fdinfo_form(mask: Mask) -> String {
-    if mask.is_any() {
-        "any".to_owned()
-    } else {
-        format!("{:#x}", mask.0)
-    }
-}
-
 #[test]
 fn fifty_random_policies_show_in_mountinfo_and_the_token_exactly_as_rendered() {
     let _host = shared();
@@ -120,7 +112,7 @@ fn fifty_random_policies_show_in_mountinfo_and_the_token_exactly_as_rendered() {
         for kind in DelegateKind::ALL {
             assert_eq!(
                 entry["token"][kind.fdinfo_key()],
-                fdinfo_form(token_shows.get(kind)).as_str(),
+                token_shows.get(kind).fdinfo_form().as_str(),
                 "{} of the token, {context}",
                 kind.fdinfo_key()
             );

@@ -94,18 +94,21 @@ pub fn run_trace(options: &TraceOptions) -> Result<TraceReport, TraceError> {
         options.token_path.display(),
         token.as_fd().as_raw_fd()
     );
-    match token.allowed() {
-        Ok(allowed) => {
-            let names = EnumNames::for_running_kernel();
-            for kind in DelegateKind::ALL {
-                log::debug!(
-                    "token allows {}={}",
-                    kind.fdinfo_key(),
-                    names.render(kind, allowed.get(kind))
-                );
+    // Reading the fdinfo and the kernel's names is only for the trace.
+    if log::log_enabled!(log::Level::Debug) {
+        match token.allowed() {
+            Ok(allowed) => {
+                let names = EnumNames::for_running_kernel();
+                for kind in DelegateKind::ALL {
+                    log::debug!(
+                        "token allows {}={}",
+                        kind.fdinfo_key(),
+                        names.render(kind, allowed.get(kind))
+                    );
+                }
             }
+            Err(e) => log::debug!("token fdinfo unreadable: {e}"),
         }
-        Err(e) => log::debug!("token fdinfo unreadable: {e}"),
     }
 
     let mut loaded = TokenLoader::new(&token).load(COUNTER_OBJECT)?;

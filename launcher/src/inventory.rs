@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 
 use crate::mountinfo::{self, MountEntry};
-use crate::policy::{DelegateKind, Delegation, EnumNames};
+use crate::policy::{self, DelegateKind, Delegation, EnumNames};
 use crate::token::{Token, TokenError};
 
 /// One bpffs mount.
@@ -32,14 +32,8 @@ pub fn bpffs_mounts() -> std::io::Result<Vec<BpffsMount>> {
 }
 
 fn probe(entry: MountEntry) -> BpffsMount {
-    let shown = entry
-        .super_options
-        .split(',')
-        .filter_map(|option| {
-            let (key, value) = option.split_once('=')?;
-            let kind = DelegateKind::ALL.into_iter().find(|k| k.option() == key)?;
-            Some((kind, value.to_owned()))
-        })
+    let shown = policy::delegate_options(&entry.super_options)
+        .map(|(kind, value)| (kind, value.to_owned()))
         .collect();
     // The token lives only as long as it takes to read what it allows.
     let token = Token::from_bpffs_path(&entry.mount_point).and_then(|token| {
@@ -70,7 +64,10 @@ impl BpffsMount {
                 token.insert("created".to_owned(), Value::Bool(true));
                 for kind in DelegateKind::ALL {
                     let mask = allowed.get(kind);
-                    token.insert(kind.fdinfo_key().to_owned(), Value::from(fdinfo_form(mask)));
+                    token.insert(
+                        kind.fdinfo_key().to_owned(),
+                        Value::from(mask.fdinfo_form()),
+                    );
                     token.insert(
                         format!("{}_names", kind.fdinfo_key()),
                         Value::from(names.render(kind, mask)),
@@ -98,14 +95,6 @@ impl BpffsMount {
     }
 }
 
-fn fdinfo_form(mask: crate::policy::Mask) -> String {
-    if mask.is_any() {
-        "any".to_owned()
-    } else {
-        format!("{:#x}", mask.0)
-    }
-}
-
 struct DisplayMount<'a> {
     mount: &'a BpffsMount,
     names: &'a EnumNames,
@@ -130,13 +119,11 @@ impl fmt::Display for DisplayMount<'_> {
                 let sets: Vec<String> = DelegateKind::ALL
                     .into_iter()
                     .map(|kind| {
-                        let mask = allowed.get(kind);
-                        let value = if mask.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            self.names.render(kind, mask)
-                        };
-                        format!("{}={value}", kind.fdinfo_key())
+                        format!(
+                            "{}={}",
+                            kind.fdinfo_key(),
+                            self.names.render_value(kind, allowed.get(kind))
+                        )
                     })
                     .collect();
                 writeln!(f, "  token      : yes, {}", sets.join(" "))

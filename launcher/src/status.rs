@@ -14,7 +14,7 @@ use std::sync::Arc;
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
-use crate::policy::{Delegation, EnumNames};
+use crate::policy::{DelegateKind, Delegation, EnumNames};
 use crate::relay::ChildExit;
 
 /// Where events go; cheap to clone (the options that carry it are cloned).
@@ -45,18 +45,14 @@ impl StatusSink {
                 .ok()
                 .and_then(|link| namespace_inode(&link.to_string_lossy()))
         };
-        let options: serde_json::Map<String, Value> = delegation
-            .fsconfig_options(names)
+        let options: serde_json::Map<String, Value> = DelegateKind::ALL
             .into_iter()
-            .fold(serde_json::Map::new(), |mut map, (kind, value)| {
-                let key = kind.option().to_owned();
-                let joined = match map.get(&key).and_then(Value::as_str) {
-                    Some(before) => format!("{before}:{value}"),
-                    None => value,
-                };
-                map.insert(key, Value::from(joined));
-                map
-            });
+            .filter(|kind| !delegation.get(*kind).is_empty())
+            .map(|kind| {
+                let value = names.render(kind, delegation.get(kind));
+                (kind.option().to_owned(), Value::from(value))
+            })
+            .collect();
         self.emit(&json!({
             "event": "sandbox-ready",
             "supervisor_pid": std::process::id(),

@@ -59,12 +59,7 @@ fn write_out(delegation: &Delegation, names: &EnumNames) -> String {
     DelegateKind::ALL
         .into_iter()
         .map(|kind| {
-            let mask = delegation.get(kind);
-            let value = if mask.is_empty() {
-                "none".to_owned()
-            } else {
-                names.render(kind, mask)
-            };
+            let value = names.render_value(kind, delegation.get(kind));
             format!("{} = \"{value}\"\n", kind.file_key())
         })
         .collect()

@@ -142,6 +142,15 @@ impl Mask {
         }
     }
 
+    /// The form a token's fdinfo uses: `any` or `0x..`.
+    pub fn fdinfo_form(self) -> String {
+        if self.is_any() {
+            "any".to_owned()
+        } else {
+            format!("{:#x}", self.0)
+        }
+    }
+
     /// The values in the set, ascending.
     pub fn values(self) -> impl Iterator<Item = u32> {
         (0..64u32).filter(move |v| self.contains(*v))
@@ -223,13 +232,10 @@ impl Delegation {
         DelegateKind::ALL
             .into_iter()
             .flat_map(|kind| {
-                let mask = self.get(kind);
-                let value = if mask.is_empty() {
-                    "none".to_owned()
-                } else {
-                    names.render(kind, mask)
-                };
-                [kind.flag().to_owned(), value]
+                [
+                    kind.flag().to_owned(),
+                    names.render_value(kind, self.get(kind)),
+                ]
             })
             .collect()
     }
@@ -291,8 +297,8 @@ impl Delegation {
     }
 }
 
-/// The `delegate_*=value` pairs of a comma-separated option string.
-fn delegate_options(options: &str) -> impl Iterator<Item = (DelegateKind, &str)> {
+/// The `delegate_*=value` pairs of a comma-separated option string (a mount's super options).
+pub fn delegate_options(options: &str) -> impl Iterator<Item = (DelegateKind, &str)> {
     options.split(',').filter_map(|option| {
         let (key, value) = option.split_once('=')?;
         let kind = DelegateKind::ALL.into_iter().find(|k| k.option() == key)?;

@@ -242,6 +242,16 @@ impl EnumNames {
         }
     }
 
+    /// A value the user can give back to [`Self::parse`]: [`Self::render`], or `none` for the
+    /// empty set (which has no `fsconfig` form).
+    pub fn render_value(&self, kind: DelegateKind, mask: Mask) -> String {
+        if mask.is_empty() {
+            "none".to_owned()
+        } else {
+            self.render(kind, mask)
+        }
+    }
+
     /// What `/proc/*/mountinfo` shows for a stored mask (`seq_print_delegate_opts` in
     /// `kernel/bpf/inode.c`): nothing for an empty set, `any` when every known value is in,
     /// else names in enum order, then bits without a name as one `0x..` item. Bits the kernel
