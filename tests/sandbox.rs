@@ -292,7 +292,7 @@ fn json_status_reports_pids_namespaces_policy_and_exit() {
     assert_eq!(ready["sandbox_pid"], run.child_pid().unwrap());
     assert_eq!(ready["bpffs_path"], "/sys/fs/bpf");
     assert_eq!(ready["delegation"]["delegate_progs"], "xdp");
-    for ns in ["user", "mnt", "net"] {
+    for ns in ["user", "mnt", "net", "pid"] {
         let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
         let id = ready["namespaces"][ns].as_u64().expect(ns);
         assert_ne!(host.to_string_lossy(), format!("{ns}:[{id}]"), "{ns}");

@@ -17,17 +17,16 @@ pub fn open_context() -> Result<OwnedFd, BpffsError> {
 }
 
 /// Sets the delegation on a context and creates the superblock (the supervisor's part).
+///
+/// The masks go to the kernel as numbers ([`Delegation::fsconfig_masks`]); `-v` shows them
+/// with the running kernel's names too.
 pub fn delegate_and_create(
     context: BorrowedFd<'_>,
     delegation: &Delegation,
-    names: &EnumNames,
 ) -> Result<(), BpffsError> {
-    for (kind, value) in delegation.fsconfig_options(names) {
+    for (kind, value) in delegation.fsconfig_masks() {
         let key = CString::new(kind.option()).expect("option names have no NUL");
-        let c_value = CString::new(value.clone()).map_err(|_| BpffsError::BadValue {
-            kind,
-            value: value.clone(),
-        })?;
+        let c_value = CString::new(value.clone()).expect("numbers have no NUL");
         sys::mount::fsconfig_set_string(context, &key, &c_value).map_err(|source| {
             BpffsError::Configure {
                 kind,
@@ -35,11 +34,15 @@ pub fn delegate_and_create(
                 source,
             }
         })?;
-        log::debug!(
-            "fsconfig(fd {}, FSCONFIG_SET_STRING, {}, {value})",
-            context.as_raw_fd(),
-            kind.option()
-        );
+        if log::log_enabled!(log::Level::Debug) {
+            let names = EnumNames::for_running_kernel();
+            log::debug!(
+                "fsconfig(fd {}, FSCONFIG_SET_STRING, {}, {value}): {}",
+                context.as_raw_fd(),
+                kind.option(),
+                names.render(kind, delegation.get(kind))
+            );
+        }
     }
     sys::mount::fsconfig_create(context).map_err(|source| BpffsError::Create { source })?;
     log::debug!(
@@ -59,8 +62,6 @@ pub fn mount(context: BorrowedFd<'_>) -> Result<OwnedFd, BpffsError> {
 pub enum BpffsError {
     #[error("opening a bpffs context: {source}: {}", open_hint(source.errno))]
     Open { source: SysError },
-    #[error("{} {value:?} contains a NUL byte", kind.option())]
-    BadValue { kind: DelegateKind, value: String },
     #[error("setting {}={value}: {source}: {}", kind.option(), configure_hint(source.errno))]
     Configure {
         kind: DelegateKind,

@@ -9,7 +9,9 @@
 
 use std::fmt;
 use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd};
+use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use nix::sys::socket::{
     AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
@@ -22,9 +24,8 @@ use crate::sys::{Errno, SysError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum MessageKind {
-    /// Sandbox → supervisor: the user namespace exists; write its id maps.
-    UserNamespaceCreated = 1,
-    /// Supervisor → sandbox: uid_map, setgroups and gid_map are written.
+    /// Supervisor → sandbox: uid_map, setgroups and gid_map of the new user namespace are
+    /// written (the supervisor writes them as soon as `clone3` returns).
     IdMapsWritten = 2,
     /// Sandbox → supervisor: a bpffs context from `fsopen`, with the descriptor attached.
     BpffsContext = 3,
@@ -39,7 +40,6 @@ pub enum MessageKind {
 impl MessageKind {
     fn from_tag(tag: u8) -> Option<Self> {
         [
-            Self::UserNamespaceCreated,
             Self::IdMapsWritten,
             Self::BpffsContext,
             Self::SuperblockCreated,
@@ -54,7 +54,6 @@ impl MessageKind {
 impl fmt::Display for MessageKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Self::UserNamespaceCreated => "UserNamespaceCreated",
             Self::IdMapsWritten => "IdMapsWritten",
             Self::BpffsContext => "BpffsContext (with an fd)",
             Self::SuperblockCreated => "SuperblockCreated",
@@ -266,10 +265,6 @@ impl Endpoint {
 pub struct SupervisorChannel(Endpoint);
 
 impl SupervisorChannel {
-    pub fn wait_user_namespace(&self) -> Result<(), ChannelError> {
-        self.0.receive(MessageKind::UserNamespaceCreated).map(drop)
-    }
-
     pub fn id_maps_written(&self) -> Result<(), ChannelError> {
         self.0.send(MessageKind::IdMapsWritten, None)
     }
@@ -296,10 +291,6 @@ impl SupervisorChannel {
 pub struct SandboxChannel(Endpoint);
 
 impl SandboxChannel {
-    pub fn user_namespace_created(&self) -> Result<(), ChannelError> {
-        self.0.send(MessageKind::UserNamespaceCreated, None)
-    }
-
     pub fn wait_id_maps(&self) -> Result<(), ChannelError> {
         self.0.receive(MessageKind::IdMapsWritten).map(drop)
     }
@@ -319,18 +310,29 @@ impl SandboxChannel {
     pub fn wait_delegation_verified(&self) -> Result<(), ChannelError> {
         self.0.receive(MessageKind::DelegationVerified).map(drop)
     }
+
+    /// Whether the supervisor still holds its end: the socket shows no hang-up. The parent-death
+    /// signal only fires for a parent that dies after it is armed, so it is armed first and this
+    /// checked after.
+    pub fn supervisor_alive(&self) -> bool {
+        let mut fds = [PollFd::new(self.0.fd.as_fd(), PollFlags::empty())];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(_) => !fds[0]
+                .revents()
+                .is_some_and(|events| events.contains(PollFlags::POLLHUP)),
+            // Cannot tell: the next receive reports a closed channel anyway.
+            Err(_) => true,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsFd as _;
 
     #[test]
     fn messages_in_order_pass_and_carry_the_descriptor() {
         let pair = channel_pair().unwrap();
-        pair.sandbox.user_namespace_created().unwrap();
-        pair.supervisor.wait_user_namespace().unwrap();
         pair.supervisor.id_maps_written().unwrap();
         pair.sandbox.wait_id_maps().unwrap();
         let file = std::fs::File::open("/dev/null").unwrap();
@@ -382,11 +384,13 @@ mod tests {
             supervisor,
             sandbox,
         } = channel_pair().unwrap();
-        drop(sandbox);
-        let err = supervisor.wait_user_namespace().unwrap_err();
+        assert!(sandbox.supervisor_alive());
+        drop(supervisor);
+        assert!(!sandbox.supervisor_alive());
+        let err = sandbox.wait_id_maps().unwrap_err();
         assert!(matches!(err, ChannelError::Closed { .. }), "{err}");
         assert!(
-            err.to_string().contains("sandbox child closed the channel"),
+            err.to_string().contains("supervisor closed the channel"),
             "{err}"
         );
     }

@@ -2,7 +2,7 @@
 //! JSON object per line.
 //!
 //! - `{"event":"sandbox-ready","supervisor_pid":..,"sandbox_pid":..,"namespaces":{"user":..,
-//!   "mnt":..,"net":..},"bpffs_path":..,"delegation":{"delegate_cmds":..,..}}` once the delegated
+//!   "mnt":..,"net":..,"pid":..},"bpffs_path":..,"delegation":{"delegate_cmds":..,..}}` once the delegated
 //!   bpffs is verified, before the command starts;
 //! - `{"event":"exited","exit_code":..,"signal":..,"timed_out":..}` at the end.
 
@@ -61,6 +61,7 @@ impl StatusSink {
                 "user": namespace("user"),
                 "mnt": namespace("mnt"),
                 "net": namespace("net"),
+                "pid": namespace("pid"),
             },
             "bpffs_path": bpffs_path,
             "delegation": options,

@@ -1,20 +1,29 @@
 //! `token_userns_demo`: a root supervisor and a sandbox child in new user, mount and network
-//! namespaces, sharing one delegated bpffs.
+//! namespaces (and, to run a command, a PID namespace), sharing one delegated bpffs.
 //!
 //! ```text
 //! supervisor (host root)                 sandbox child
-//!   socketpair, fork ───────────────────▶ setgroups([]), unshare(USER)
-//!                    ◀── UserNamespaceCreated
-//!   write uid_map, setgroups, gid_map
-//!                    ─── IdMapsWritten ─▶ setresuid/gid(0), unshare(NS|NET), lo up, fsopen(bpf)
+//!   setgroups([]), socketpair,
+//!   clone3(NEWUSER|NEWNS[|NEWPID]) ─────▶ mount("/", MS_REC|MS_PRIVATE),
+//!   write uid_map, setgroups, gid_map      unshare(NET), lo up
+//!                    ─── IdMapsWritten ─▶ setresgid/setresuid(0), fsopen("bpf")
 //!                    ◀── BpffsContext(fd)
 //!   fsconfig delegate_*, CMD_CREATE
 //!                    ─── SuperblockCreated ▶ fsmount, move_mount to --bpffs-path
 //!                    ◀── BpffsMounted
-//!   read /proc/<child>/mountinfo, compare
-//!                    ─── DelegationVerified ▶ token, load, attach, count (or exec CMD)
+//!   veth, read /proc/<child>/mountinfo
+//!                    ─── DelegationVerified ▶ token, load, attach, count (or fork and exec CMD)
 //!   waitpid ◀──────────────────────────── exit status
 //! ```
+//!
+//! The launch time of a sandbox is mostly kernel work: creating the namespaces, and the
+//! `delegate_*` options, each of which costs the kernel a walk of the vmlinux BTF (~0.2 ms)
+//! whatever form the value takes. The order keeps the rest out of the way: the sandbox needs the
+//! id maps only for `fsopen` (the superblock's owner is the caller's fsuid, which must be the
+//! mapped host user, not host root), so it creates its network namespace before; the masks go
+//! to the kernel as numbers, and the read-back is checked against the built-in names first, so
+//! a run without `-v` never reads the kernel's BTF itself. Each message is sent just before its
+//! sender blocks, so the other side takes over the CPU at once.
 
 use std::ffi::{CString, OsString};
 use std::os::fd::{AsFd as _, AsRawFd as _};
@@ -38,6 +47,7 @@ use crate::policy::{Delegation, EnumNames, PolicyMismatch};
 pub use crate::relay::ChildExit;
 use crate::relay::{self, BlockedSignals, Reap};
 use crate::status::StatusSink;
+use crate::sys;
 use crate::sys::{Errno, ErrnoName, SysError};
 use crate::userns::{self, HostIdentity, UserNsError};
 
@@ -71,32 +81,42 @@ pub enum SandboxAction {
 
 /// Runs the whole demo: returns how the sandbox child ended.
 ///
-/// The process must be single-threaded: `fork` copies only the calling thread, and the child
-/// goes on to `unshare(CLONE_NEWUSER)`, which the kernel refuses in a multi-threaded process.
-pub fn run(options: &SupervisorOptions, names: &EnumNames) -> Result<ChildExit, SupervisorError> {
+/// The process must be single-threaded: the sandbox is created by a fork-like `clone3`, which
+/// copies only the calling thread. The calling process loses its supplementary groups (see
+/// [`userns::drop_supplementary_groups`]).
+pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
     userns::check_supervisor_privilege().map_err(SupervisorError::Privilege)?;
     let threads = thread_count();
     if threads != Some(1) {
         return Err(SupervisorError::MultiThreaded { threads });
     }
+    userns::drop_supplementary_groups().map_err(SupervisorError::UserNs)?;
     let pair = channel_pair().map_err(SupervisorError::Channel)?;
-    let supervisor_pid = Pid::this();
-    // Blocked before the fork so that a signal arriving at any moment is queued for the relay
+    // Blocked before the clone so that a signal arriving at any moment is queued for the relay
     // loop, in the supervisor and in the sandbox alike.
     let signals = BlockedSignals::block().map_err(SupervisorError::Signals)?;
     let deadline = options.timeout.map(|t| (Instant::now() + t, t));
+    // A command gets a PID namespace with the sandbox as its init; the demo runs in the sandbox
+    // process itself, which must not be an init (the kernel drops Ctrl-C to one).
+    let (namespaces, call) = match options.action {
+        SandboxAction::Exec { .. } => (
+            CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID,
+            "clone3(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID)",
+        ),
+        SandboxAction::Trace { .. } => (
+            CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS,
+            "clone3(CLONE_NEWUSER | CLONE_NEWNS)",
+        ),
+    };
 
-    // SAFETY: single-threaded (checked above), so the child may run arbitrary code after fork.
-    match unsafe { nix::unistd::fork() }.map_err(|errno| {
-        SupervisorError::Fork(SysError {
-            call: "fork",
-            errno,
-        })
-    })? {
+    // SAFETY: single-threaded (checked above), so the child may run arbitrary code.
+    let forked = unsafe { sys::process::fork_into(namespaces, call) }
+        .map_err(|source| SupervisorError::UserNs(UserNsError::Create { source }))?;
+    match forked {
         ForkResult::Child => {
             logging::set_role(Role::Sandbox);
             drop(pair.supervisor);
-            let result = sandbox(&pair.sandbox, supervisor_pid, options, &signals);
+            let result = sandbox(&pair.sandbox, options, &signals);
             let code = match result {
                 Ok(code) => code,
                 Err(err) => {
@@ -106,19 +126,19 @@ pub fn run(options: &SupervisorOptions, names: &EnumNames) -> Result<ChildExit, 
             };
             use std::io::Write as _;
             let _ = std::io::stdout().flush();
-            // The forked child must never return into the caller's code: it is a copy of the
-            // caller's process, and unwinding back into it would run the caller's logic twice.
+            // The child must never return into the caller's code: it is a copy of the caller's
+            // process, and unwinding back into it would run the caller's logic twice.
             std::process::exit(code);
         }
         ForkResult::Parent { child } => {
             logging::set_role(Role::Supervisor);
             drop(pair.sandbox);
-            log::debug!("forked sandbox child pid {child}");
+            log::debug!("{call} = sandbox child pid {child}");
             let waited = |deadline| {
                 relay::wait_forwarding(child, Reap::ChildOnly, deadline)
                     .map_err(SupervisorError::Wait)
             };
-            match supervise(&pair.supervisor, child, options, names) {
+            match supervise(&pair.supervisor, child, options) {
                 Ok(()) => {
                     let exit = waited(deadline)?;
                     if let Some(status) = &options.status {
@@ -151,26 +171,38 @@ fn thread_count() -> Option<usize> {
         .map(Iterator::count)
 }
 
-/// The supervisor's part: id maps, then delegation and superblock.
+/// The supervisor's part: id maps, then delegation and superblock, then the check.
 fn supervise(
     channel: &SupervisorChannel,
     child: Pid,
     options: &SupervisorOptions,
-    names: &EnumNames,
 ) -> Result<(), SupervisorError> {
-    channel
-        .wait_user_namespace()
-        .map_err(SupervisorError::Channel)?;
     userns::write_id_maps(child, options.identity).map_err(SupervisorError::UserNs)?;
     channel
         .id_maps_written()
         .map_err(SupervisorError::Channel)?;
-
+    if log::log_enabled!(log::Level::Debug) {
+        // Only -v needs them this early (to show the masks by name).
+        log::debug!(
+            "kernel enum names: {}",
+            EnumNames::for_running_kernel().source()
+        );
+    }
     let context = channel
         .wait_bpffs_context()
         .map_err(SupervisorError::Channel)?;
     log::debug!("received bpffs context as fd {}", context.as_raw_fd());
-    // The sandbox has its network namespace by now (it unshared it before fsopen).
+    bpffs::delegate_and_create(context.as_fd(), &options.delegation)
+        .map_err(SupervisorError::Bpffs)?;
+    drop(context);
+    channel
+        .superblock_created()
+        .map_err(SupervisorError::Channel)?;
+
+    channel
+        .wait_bpffs_mounted()
+        .map_err(SupervisorError::Channel)?;
+    // The sandbox has its network namespace by now (it unshared it before mounting).
     if let Some(veth) = &options.veth {
         veth.create(child.as_raw()).map_err(SupervisorError::Net)?;
         log::debug!(
@@ -181,18 +213,9 @@ fn supervise(
             veth.sandbox_name
         );
     }
-    bpffs::delegate_and_create(context.as_fd(), &options.delegation, names)
-        .map_err(SupervisorError::Bpffs)?;
-    drop(context);
-    channel
-        .superblock_created()
-        .map_err(SupervisorError::Channel)?;
-
-    channel
-        .wait_bpffs_mounted()
-        .map_err(SupervisorError::Channel)?;
-    verify_mounted_delegation(child, options, names)?;
+    verify_mounted_delegation(child, options)?;
     if let Some(status) = &options.status {
+        let names = EnumNames::for_running_kernel();
         status.sandbox_ready(child, &options.bpffs_path, &options.delegation, names);
     }
     channel
@@ -204,10 +227,14 @@ fn supervise(
 /// Reads the sandbox's mount table as the kernel shows it and checks the bpffs there carries
 /// exactly the delegation that was asked for. `fsconfig` accepts unknown keys silently, so this
 /// is the only way to know a kernel did not ignore an option.
+///
+/// The expected text is first rendered with the built-in names (the UAPI enums, whose values
+/// never change): when the kernel shows exactly that, the masks are equal and reading the
+/// kernel's BTF (~0.5 ms) is skipped. Any difference is judged with the running kernel's own
+/// names, which also name the difference in the error.
 fn verify_mounted_delegation(
     child: Pid,
     options: &SupervisorOptions,
-    names: &EnumNames,
 ) -> Result<(), SupervisorError> {
     let mounts = mountinfo::read(Some(child))
         .map_err(|source| SupervisorError::MountInfo { pid: child, source })?;
@@ -225,16 +252,26 @@ fn verify_mounted_delegation(
         mounted.mount_point.display(),
         mounted.super_options
     );
-    options
-        .delegation
-        .check_mounted(&mounted.super_options, names)
-        .map_err(SupervisorError::PolicyMismatch)?;
+    let delegation = &options.delegation;
+    if delegation
+        .check_mounted(&mounted.super_options, &EnumNames::builtin())
+        .is_err()
+    {
+        let names = EnumNames::for_running_kernel();
+        log::debug!(
+            "the mounted options differ from the built-in names' rendering; checking with the kernel enum names ({})",
+            names.source()
+        );
+        delegation
+            .check_mounted(&mounted.super_options, names)
+            .map_err(SupervisorError::PolicyMismatch)?;
+    }
     log::debug!("mounted delegation matches the policy");
     Ok(())
 }
 
 /// Kills this process when the supervisor dies, and checks it has not died already.
-fn die_with_supervisor(supervisor: Pid) -> Result<(), SupervisorError> {
+fn die_with_supervisor(channel: &SandboxChannel) -> Result<(), SupervisorError> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|errno| SupervisorError::Sandbox {
         step: "setting the parent-death signal",
         source: SysError {
@@ -242,7 +279,8 @@ fn die_with_supervisor(supervisor: Pid) -> Result<(), SupervisorError> {
             errno,
         },
     })?;
-    if nix::unistd::getppid() != supervisor {
+    // getppid() cannot tell: in a new PID namespace the parent is invisible (it reads 0).
+    if !channel.supervisor_alive() {
         return Err(SupervisorError::SupervisorGone);
     }
     Ok(())
@@ -251,39 +289,19 @@ fn die_with_supervisor(supervisor: Pid) -> Result<(), SupervisorError> {
 /// The sandbox child's part.
 fn sandbox(
     channel: &SandboxChannel,
-    supervisor: Pid,
     options: &SupervisorOptions,
     signals: &BlockedSignals,
 ) -> Result<i32, SupervisorError> {
-    die_with_supervisor(supervisor)?;
-    userns::drop_supplementary_groups().map_err(SupervisorError::UserNs)?;
-    userns::unshare_user_namespace().map_err(SupervisorError::UserNs)?;
-    log::debug!("unshare(CLONE_NEWUSER): new user namespace");
-    channel
-        .user_namespace_created()
-        .map_err(SupervisorError::Channel)?;
-    channel.wait_id_maps().map_err(SupervisorError::Channel)?;
-    userns::become_namespace_root().map_err(SupervisorError::UserNs)?;
-    log::debug!(
-        "setresgid(0)/setresuid(0): root in the user namespace, {} on the host",
-        options.identity
-    );
-    // The kernel clears the parent-death signal when credentials change: set it again.
-    die_with_supervisor(supervisor)?;
-
+    die_with_supervisor(channel)?;
     let sys = |step, call| {
         move |errno| SupervisorError::Sandbox {
             step,
             source: SysError { call, errno },
         }
     };
-    nix::sched::unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWNET).map_err(sys(
-        "creating mount and network namespaces",
-        "unshare(CLONE_NEWNS | CLONE_NEWNET)",
-    ))?;
-    log::debug!("unshare(CLONE_NEWNS | CLONE_NEWNET): new mount and network namespaces");
     // The new mount namespace copied the host's propagation: make it private so nothing mounted
-    // here can propagate back to the host.
+    // here can propagate back to the host. Full capabilities in the new user namespace are
+    // enough, so this runs while the supervisor writes the id maps.
     nix::mount::mount(
         None::<&str>,
         "/",
@@ -293,9 +311,25 @@ fn sandbox(
     )
     .map_err(sys("making / private", "mount(\"/\", MS_REC | MS_PRIVATE)"))?;
     log::debug!("mount(/, MS_REC|MS_PRIVATE)");
+    // Also while the supervisor writes the id maps and loads the kernel's enum names: creating
+    // a network namespace is one of the slowest steps of the setup.
+    nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(sys(
+        "creating the network namespace",
+        "unshare(CLONE_NEWNET)",
+    ))?;
+    log::debug!("unshare(CLONE_NEWNET): new network namespace");
     net::bring_up_loopback().map_err(SupervisorError::Net)?;
     log::debug!("lo is up");
+    channel.wait_id_maps().map_err(SupervisorError::Channel)?;
+    userns::become_namespace_root().map_err(SupervisorError::UserNs)?;
+    log::debug!(
+        "setresgid(0)/setresuid(0): root in the user namespace, {} on the host",
+        options.identity
+    );
+    // The kernel clears the parent-death signal when credentials change: set it again.
+    die_with_supervisor(channel)?;
 
+    // After the credential change: the bpffs root belongs to the caller's fsuid/fsgid at fsopen.
     let context = bpffs::open_context().map_err(SupervisorError::Bpffs)?;
     log::debug!("fsopen(\"bpf\") = fd {}", context.as_raw_fd());
     channel
@@ -308,15 +342,6 @@ fn sandbox(
     channel
         .wait_superblock()
         .map_err(SupervisorError::Channel)?;
-    if let Some(veth) = &options.veth {
-        veth.configure_sandbox_end().map_err(SupervisorError::Net)?;
-        log::debug!(
-            "{} is up with {}/{}",
-            veth.sandbox_name,
-            veth.sandbox_address,
-            VethPair::PREFIX
-        );
-    }
     let mount = bpffs::mount(context.as_fd()).map_err(SupervisorError::Bpffs)?;
     drop(context);
     log::debug!("fsmount = mount fd {}", mount.as_raw_fd());
@@ -339,6 +364,15 @@ fn sandbox(
     channel
         .wait_delegation_verified()
         .map_err(SupervisorError::Channel)?;
+    if let Some(veth) = &options.veth {
+        veth.configure_sandbox_end().map_err(SupervisorError::Net)?;
+        log::debug!(
+            "{} is up with {}/{}",
+            veth.sandbox_name,
+            veth.sandbox_address,
+            VethPair::PREFIX
+        );
+    }
 
     match &options.action {
         SandboxAction::Trace {
@@ -358,9 +392,9 @@ fn sandbox(
             print!("{report}");
             Ok(0)
         }
-        SandboxAction::Exec { argv } => {
-            pidns::run_command(argv, bpffs_path, signals).map_err(SupervisorError::PidNs)
-        }
+        SandboxAction::Exec { argv } => pidns::run_as_init(argv, bpffs_path, signals)
+            .map(ChildExit::exit_code)
+            .map_err(SupervisorError::PidNs),
     }
 }
 
@@ -408,8 +442,10 @@ pub enum SupervisorError {
 
 fn namespace_hint(errno: Errno) -> String {
     match errno {
-        Errno::EPERM => "the sandbox lacks CAP_SYS_ADMIN in its user namespace (were the id maps written?)".to_owned(),
-        Errno::ENOSPC => "a namespace limit is reached (check `sysctl user.max_mnt_namespaces` and `user.max_net_namespaces`)".to_owned(),
+        Errno::EPERM => "the sandbox lacks CAP_SYS_ADMIN in its user namespace".to_owned(),
+        Errno::ENOSPC => {
+            "a namespace limit is reached (check `sysctl user.max_net_namespaces`)".to_owned()
+        }
         errno => format!("unexpected {}", ErrnoName(errno)),
     }
 }

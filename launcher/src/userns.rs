@@ -3,10 +3,9 @@
 use std::fmt;
 use std::io::{self, Write as _};
 
-use nix::sched::CloneFlags;
 use nix::unistd::{Gid, Pid, Uid};
 
-use crate::sys::{Errno, ErrnoName, SysError};
+use crate::sys::{Errno, SysError};
 
 /// The host identity the sandbox's uid 0 and gid 0 map to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,11 +58,13 @@ pub fn in_initial_user_namespace() -> bool {
     std::fs::metadata("/proc/self/ns/user").is_ok_and(|m| m.ino() == PROC_USER_INIT_INO)
 }
 
-/// Drops the supplementary groups inherited from the host root.
+/// Drops the calling process's supplementary groups (the supervisor's, before it creates the
+/// sandbox).
 ///
-/// Must run before `unshare(CLONE_NEWUSER)`: inside the namespace `setgroups` is denied (we write
-/// `setgroups=deny` so the sandbox cannot drop groups to get around group-deny permissions), and
-/// groups kept from the host would still grant host group access to files.
+/// The sandbox inherits its creator's groups through `clone3` and cannot drop them itself:
+/// inside its user namespace `setgroups` is denied (we write `setgroups=deny`, so the sandbox
+/// cannot drop groups to get around group-deny permissions either). Groups kept from the host
+/// would still grant host group access to files. The supervisor, as root, needs none of them.
 pub fn drop_supplementary_groups() -> Result<(), UserNsError> {
     nix::unistd::setgroups(&[]).map_err(|errno| UserNsError::Sys {
         step: "dropping supplementary groups",
@@ -72,12 +73,6 @@ pub fn drop_supplementary_groups() -> Result<(), UserNsError> {
             errno,
         },
     })
-}
-
-/// `unshare(CLONE_NEWUSER)`, run while still host root, so the new namespace is owned by host
-/// root: the mapped host user then gets no capabilities over the sandbox from outside it.
-pub fn unshare_user_namespace() -> Result<(), UserNsError> {
-    nix::sched::unshare(CloneFlags::CLONE_NEWUSER).map_err(|errno| UserNsError::Unshare { errno })
 }
 
 /// Writes `uid_map`, `setgroups` and `gid_map` of `pid` (called by the parent).
@@ -141,8 +136,8 @@ pub enum UserNsError {
     NoSysAdmin,
     #[error("reading capabilities: {0}")]
     Capabilities(String),
-    #[error("creating the user namespace: unshare(CLONE_NEWUSER) failed: {}: {}", ErrnoName(*errno), unshare_hint(*errno))]
-    Unshare { errno: Errno },
+    #[error("creating the sandbox's user namespace: {}: {}", source, create_hint(source.errno))]
+    Create { source: SysError },
     #[error("writing {file} ({content:?}): {source}")]
     WriteMap {
         file: &'static str,
@@ -156,7 +151,7 @@ pub enum UserNsError {
     },
 }
 
-fn unshare_hint(errno: Errno) -> &'static str {
+fn create_hint(errno: Errno) -> &'static str {
     match errno {
         Errno::EPERM => {
             "user namespaces are restricted on this machine; check `sysctl kernel.apparmor_restrict_unprivileged_userns` (set it to 0), `kernel.unprivileged_userns_clone` (set it to 1), or a seccomp filter of the calling container"
@@ -165,7 +160,7 @@ fn unshare_hint(errno: Errno) -> &'static str {
             "the user namespace limit is reached or zero; check `sysctl user.max_user_namespaces` (set it above 0, e.g. 15000)"
         }
         Errno::EUSERS => "too many nested user namespaces (the kernel allows 32 levels)",
-        Errno::EINVAL => "the process is multi-threaded or the kernel lacks CONFIG_USER_NS",
+        Errno::EINVAL => "the kernel lacks CONFIG_USER_NS, CONFIG_PID_NS or CONFIG_NET_NS",
         Errno::ENOMEM => "out of memory",
         _ => "unexpected error from the kernel",
     }
@@ -189,19 +184,19 @@ mod tests {
 
     #[test]
     fn unshare_errors_name_the_sysctl() {
-        let text = UserNsError::Unshare {
-            errno: Errno::ENOSPC,
-        }
-        .to_string();
+        let create = |errno| UserNsError::Create {
+            source: SysError {
+                call: "clone3(CLONE_NEWUSER | CLONE_NEWNS)",
+                errno,
+            },
+        };
+        let text = create(Errno::ENOSPC).to_string();
         assert!(
-            text.contains("unshare(CLONE_NEWUSER) failed: ENOSPC"),
+            text.contains("clone3(CLONE_NEWUSER | CLONE_NEWNS) failed: ENOSPC"),
             "{text}"
         );
         assert!(text.contains("user.max_user_namespaces"), "{text}");
-        let text = UserNsError::Unshare {
-            errno: Errno::EPERM,
-        }
-        .to_string();
+        let text = create(Errno::EPERM).to_string();
         assert!(
             text.contains("apparmor_restrict_unprivileged_userns"),
             "{text}"

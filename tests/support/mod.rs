@@ -81,13 +81,9 @@ impl Run {
 
     /// The sandbox child's pid, from the `-v` trace.
     pub fn child_pid(&self) -> Option<i32> {
-        self.stderr.lines().find_map(|l| {
-            l.split("forked sandbox child pid ")
-                .nth(1)?
-                .trim()
-                .parse()
-                .ok()
-        })
+        self.stderr
+            .lines()
+            .find_map(|l| l.split("sandbox child pid ").nth(1)?.trim().parse().ok())
     }
 }
 
@@ -292,7 +288,7 @@ impl RunningSandbox {
             let line = line.expect("read the trace");
             trace.push_str(&line);
             trace.push('\n');
-            if let Some(pid) = line.split("forked sandbox child pid ").nth(1) {
+            if let Some(pid) = line.split("sandbox child pid ").nth(1) {
                 sandbox_pid = pid.trim().parse::<i32>().ok();
             }
             if line.contains("exec [") {

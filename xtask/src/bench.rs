@@ -47,12 +47,12 @@ fn median(samples: &[Duration]) -> Duration {
 /// Phases of one demo run, delimited by the first trace line containing each marker.
 const PHASES: [(&str, &str); 7] = [
     (
-        "startup (exec, argument and policy checks, fork)",
-        "forked sandbox child pid",
+        "startup (exec, argument and policy checks, clone3)",
+        "sandbox child pid",
     ),
     (
         "namespaces and id maps (user, mount, net; lo up)",
-        "lo is up",
+        "setresgid(0)/setresuid(0)",
     ),
     (
         "bpffs and token (fsopen, fsconfig, create, fsmount, token)",

@@ -91,9 +91,14 @@ struct Cli {
 
 impl Cli {
     /// The delegation asked for: a base policy, then the --delegate-* flags.
-    fn delegation(&self, names: &EnumNames) -> Result<Delegation, String> {
+    ///
+    /// The kernel's enum names (read from its BTF, ~0.5 ms) are loaded here only when names
+    /// must be parsed; otherwise the supervisor loads them after forking, alongside the
+    /// sandbox's own work.
+    fn delegation(&self) -> Result<Delegation, String> {
+        let names = EnumNames::for_running_kernel;
         let mut delegation = if let Some(path) = &self.policy {
-            PolicyFile::read(path, names)
+            PolicyFile::read(path, names())
                 .map_err(|e| e.to_string())?
                 .delegation
         } else if let Some(path) = &self.policy_from {
@@ -112,7 +117,7 @@ impl Cli {
             (DelegateKind::Attachs, &self.delegate_attachs),
         ] {
             if let Some(value) = value {
-                delegation.set(kind, names.parse(kind, value).map_err(|e| e.to_string())?);
+                delegation.set(kind, names().parse(kind, value).map_err(|e| e.to_string())?);
             }
         }
         if delegation.is_empty() {
@@ -138,19 +143,14 @@ impl Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.verbose);
-    let names = EnumNames::for_running_kernel();
     // All input is checked before anything is forked or mounted.
-    let delegation = match cli.check_bpffs_path().and_then(|()| cli.delegation(names)) {
+    let delegation = match cli.check_bpffs_path().and_then(|()| cli.delegation()) {
         Ok(d) => d,
         Err(err) => {
             eprintln!("token_userns_demo: error: {err}");
             return ExitCode::from(2);
         }
     };
-    log::debug!("kernel enum names: {}", names.source());
-    for (kind, value) in delegation.fsconfig_options(names) {
-        log::debug!("delegation {}={value}", kind.option());
-    }
     let identity = HostIdentity::choose(cli.uid, cli.gid);
     if identity.uid == 0 {
         log::warn!(
@@ -193,7 +193,7 @@ fn main() -> ExitCode {
         bpffs_path: cli.bpffs_path,
         action,
     };
-    match supervisor::run(&options, names) {
+    match supervisor::run(&options) {
         Ok(exit) => {
             log::debug!("sandbox child {exit}");
             if let ChildExit::Signaled(_) | ChildExit::TimedOut(_) = exit {

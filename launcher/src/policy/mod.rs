@@ -227,6 +227,18 @@ impl Delegation {
         options
     }
 
+    /// The `fsconfig` options as numbers, one per non-empty set: `any`, or the mask as `0x..`
+    /// (the kernel takes an item that is not a name as a number). Exact whatever names the
+    /// running kernel has, short, and built without reading its BTF, which is what the
+    /// supervisor sends; [`Self::fsconfig_options`] is the form for people.
+    pub fn fsconfig_masks(&self) -> Vec<(DelegateKind, String)> {
+        DelegateKind::ALL
+            .into_iter()
+            .filter(|kind| !self.get(*kind).is_empty())
+            .map(|kind| (kind, self.get(kind).fdinfo_form()))
+            .collect()
+    }
+
     /// The command-line flags that give this delegation, `none` for empty sets.
     pub fn flags(&self, names: &EnumNames) -> Vec<String> {
         DelegateKind::ALL

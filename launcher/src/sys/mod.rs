@@ -8,6 +8,7 @@ pub mod file;
 pub mod mount;
 pub mod net;
 pub mod netlink;
+pub mod process;
 
 use std::fmt;
 use std::os::fd::{FromRawFd as _, OwnedFd};
