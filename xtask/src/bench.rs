@@ -213,9 +213,13 @@ pub fn run(root: &Path, bin_dir: &Path, quick: bool) -> anyhow::Result<()> {
 ## Demo end to end\n\nWall time of whole processes, {runs} runs each, the four commands interleaved in one run\n\
 (after one warm-up run each), so the ratios compare like with like on this noisy machine:\n\
 `{demo}`, `{demo} -n`, `{demo} -- /bin/true`, `unshare -Urnm true`.\n\n{table}\n\
-The sandbox launch does what `unshare -Urnm` does plus the supervisor's fork and id maps, the\n\
-delegated bpffs (fsopen, fsconfig, superblock, fsmount, move_mount), the mountinfo read-back, a PID\n\
-namespace with its init and a fresh /proc, and two more forks; its target is at most 1.5x the floor.\n\n\
+The sandbox launch does what `unshare -Urnm` does (user, mount and network namespaces, id maps,\n\
+`/` private) plus: starting the supervisor (a Rust binary that needs ~0.8 ms more than `/bin/true`\n\
+to reach `main` here), `clone3` of the sandbox with a PID namespace, `lo` up, the delegated bpffs\n\
+(fsopen, four `fsconfig` delegate options, superblock, fsmount, move_mount), the mountinfo\n\
+read-back, and the fork of the command. The kernel walks the vmlinux BTF for every delegate option\n\
+(~0.2 ms each, whatever the form of the value) and again to show the options in mountinfo, about\n\
+1 ms of kernel time the floor never spends. Target: at most 1.5x the floor.\n\n\
 ## Where the time goes\n\nFrom the timestamps of `token_userns_demo -v` (each phase ends at the first trace line of the next\n\
 step), summed over {runs} runs. The `-v` runs are separate from the timed runs above.\n\n{phases}\n\
 Reading: the user-space work (namespaces, bpffs, token, BTF/map/program load, traffic) takes a few\n\
