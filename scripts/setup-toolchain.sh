@@ -12,7 +12,7 @@ set -euo pipefail
 
 LLVM_MAJOR=22
 BPF_LINKER_VERSION=0.13.0
-APT_PACKAGES=(
+APT_PACKAGES=(fonts-dejavu-core 
   "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" libzstd-dev zlib1g-dev libxml2-dev
   iproute2 procps
 )

@@ -141,6 +141,7 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
             match supervise(&pair.supervisor, child, options) {
                 Ok(()) => {
                     let exit = waited(deadline)?;
+                    log_peak_memory();
                     if let Some(status) = &options.status {
                         status.exited(exit);
                     }
@@ -163,6 +164,21 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
             }
         }
     }
+}
+
+/// `-v`: the most memory each side used. RUSAGE_CHILDREN covers the reaped sandbox child and
+/// what it reaped in turn (the command).
+fn log_peak_memory() {
+    use nix::sys::resource::{UsageWho, getrusage};
+    if !log::log_enabled!(log::Level::Debug) {
+        return;
+    }
+    let peak_kib = |who| getrusage(who).map_or(-1, |usage| usage.max_rss());
+    log::debug!(
+        "peak RSS: supervisor {} KiB, sandbox {} KiB",
+        peak_kib(UsageWho::RUSAGE_SELF),
+        peak_kib(UsageWho::RUSAGE_CHILDREN)
+    );
 }
 
 fn thread_count() -> Option<usize> {

@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
+mod counter;
+mod plot;
+
 struct Case {
     name: &'static str,
     command: Vec<String>,
@@ -31,6 +34,17 @@ fn time_once(command: &[String]) -> anyhow::Result<Duration> {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+fn median_f64(samples: &[f64]) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => sorted[n / 2],
+        _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
 }
 
 fn median(samples: &[Duration]) -> Duration {
@@ -67,9 +81,18 @@ const PHASES: [(&str, &str); 7] = [
     ),
 ];
 
-fn phase_breakdown(demo: &Path, runs: usize) -> anyhow::Result<(Vec<f64>, f64)> {
+/// Per-phase sums over `runs` traced runs, the time outside the trace, and each run's peak RSS
+/// (supervisor, sandbox) in KiB from the trace's last lines.
+struct Breakdown {
+    sums: Vec<f64>,
+    outside: f64,
+    peak_rss: Vec<(f64, f64)>,
+}
+
+fn phase_breakdown(demo: &Path, runs: usize) -> anyhow::Result<Breakdown> {
     let mut sums = vec![0.0; PHASES.len()];
     let mut outside = 0.0;
+    let mut peak_rss = Vec::new();
     for _ in 0..runs {
         let start = Instant::now();
         let out = Command::new(demo)
@@ -98,8 +121,25 @@ fn phase_breakdown(demo: &Path, runs: usize) -> anyhow::Result<(Vec<f64>, f64)> 
         }
         // What the trace cannot see: process exec before main, and exit after the last line.
         outside += wall - previous;
+        let rss = trace
+            .lines()
+            .find_map(|l| l.split("peak RSS: supervisor ").nth(1))
+            .context("no peak RSS line in the trace")?;
+        let kib: Vec<f64> = rss
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|w| !w.is_empty())
+            .map(str::parse)
+            .collect::<Result<_, _>>()?;
+        let [supervisor, sandbox] = kib[..] else {
+            bail!("unexpected peak RSS line {rss:?}");
+        };
+        peak_rss.push((supervisor, sandbox));
     }
-    Ok((sums, outside))
+    Ok(Breakdown {
+        sums,
+        outside,
+        peak_rss,
+    })
 }
 
 fn describe_machine() -> (String, String) {
@@ -175,7 +215,11 @@ pub fn run(root: &Path, bin_dir: &Path, quick: bool) -> anyhow::Result<()> {
             ms(m) / ms(floor)
         )?;
     }
-    let (sums, outside) = phase_breakdown(&demo, runs)?;
+    let Breakdown {
+        sums,
+        outside,
+        peak_rss,
+    } = phase_breakdown(&demo, runs)?;
     let total: f64 = sums.iter().sum::<f64>() + outside;
     let mut phases = String::new();
     writeln!(
@@ -197,7 +241,116 @@ pub fn run(root: &Path, bin_dir: &Path, quick: bool) -> anyhow::Result<()> {
         outside / runs as f64,
         100.0 * outside / total
     )?;
-    print!("{table}\n{phases}");
+    let mut memory = String::new();
+    writeln!(memory, "| process | median peak RSS (KiB) | max (KiB) |")?;
+    writeln!(memory, "|---|---|---|")?;
+    for (name, pick) in [
+        ("supervisor (host root)", 0),
+        ("sandbox child (with what it reaped)", 1),
+    ] {
+        let values: Vec<f64> = peak_rss
+            .iter()
+            .map(|(sup, sandbox)| if pick == 0 { *sup } else { *sandbox })
+            .collect();
+        writeln!(
+            memory,
+            "| {name} | {:.0} | {:.0} |",
+            median_f64(&values),
+            values.iter().copied().fold(0.0, f64::max)
+        )?;
+    }
+
+    // Token loader against stock aya.
+    let example = bin_dir.join("examples/bench_counter");
+    let (token, aya) = counter::loaders(&demo, &example, runs)?;
+    let mut loaders = String::new();
+    writeln!(
+        loaders,
+        "| loader | runs | load median ms | attach median ms | load + attach median ms |"
+    )?;
+    writeln!(loaders, "|---|---|---|---|---|")?;
+    for (name, times) in [
+        ("our TokenLoader, token sandbox", &token),
+        ("stock aya EbpfLoader, root on the host", &aya),
+    ] {
+        writeln!(
+            loaders,
+            "| {name} | {} | {:.2} | {:.2} | {:.2} |",
+            times.load.len(),
+            median_f64(&times.load),
+            median_f64(&times.attach),
+            median_f64(&times.total())
+        )?;
+    }
+    let loader_ratio = median_f64(&token.total()) / median_f64(&aya.total());
+    let load_ratio = median_f64(&token.load) / median_f64(&aya.load);
+    writeln!(
+        loaders,
+        "\nRatio ours / stock aya: load + attach {loader_ratio:.2}x, load alone {load_ratio:.3}x (target: at most 1.1x)."
+    )?;
+
+    // Exactness under load, and the racy control.
+    let datagrams = if quick { 10_000 } else { 100_000 };
+    let atomic = counter::flood(&demo, &example, datagrams, None)?;
+    if atomic.counted != atomic.sent {
+        bail!(
+            "the counter is not exact: {} datagrams sent, {} counted",
+            atomic.sent,
+            atomic.counted
+        );
+    }
+    let racy_object = counter::build_non_atomic_counter(root)?;
+    let racy = counter::flood(&demo, &example, datagrams, Some(&racy_object))?;
+    let mut exactness = String::new();
+    writeln!(
+        exactness,
+        "| counter | sent | counted | lost | received by the socket | datagrams/s without XDP | with XDP | with / without |"
+    )?;
+    writeln!(exactness, "|---|---|---|---|---|---|---|---|")?;
+    for (name, run) in [
+        ("atomic add (shipped)", &atomic),
+        ("plain load/add/store (control)", &racy),
+    ] {
+        writeln!(
+            exactness,
+            "| {name} | {} | {} | {} | {} | {:.0} | {:.0} | {:.2} |",
+            run.sent,
+            run.counted,
+            run.sent.saturating_sub(run.counted),
+            run.received,
+            run.rate_without,
+            run.rate_with,
+            run.rate_with / run.rate_without
+        )?;
+    }
+    let control = if racy.counted < racy.sent {
+        format!(
+            "The racy control lost {} of {} counts on two CPUs, so the check can fail.",
+            racy.sent - racy.counted,
+            racy.sent
+        )
+    } else {
+        "The racy control lost no counts in this run: the check has not shown it can fail."
+            .to_owned()
+    };
+
+    let plot_path = root.join("BENCHMARKS.png");
+    let series: Vec<(String, Vec<f64>)> = cases
+        .iter()
+        .map(|c| {
+            (
+                c.name.split(" (").next().unwrap_or(c.name).to_owned(),
+                c.samples.iter().copied().map(ms).collect(),
+            )
+        })
+        .collect();
+    plot::wall_times(
+        &plot_path,
+        &format!("wall time per run, {runs} runs each, interleaved (bar: median)"),
+        &series,
+    )?;
+
+    print!("{table}\n{phases}\n{memory}\n{loaders}\n{exactness}\n{control}\n");
     if quick {
         eprintln!("xtask: --quick: BENCHMARKS.md not written");
         return Ok(());
@@ -225,8 +378,21 @@ step), summed over {runs} runs. The `-v` runs are separate from the timed runs a
 Reading: the user-space work (namespaces, bpffs, token, BTF/map/program load, traffic) takes a few\n\
 milliseconds; attaching the XDP link and tearing it down (link close detaches the program, then the\n\
 sandbox's network namespace goes away) are where the kernel waits, most of the run. The\n\
-`unshare -Urnm true` floor does none of that, hence the ratio.\n",
-        demo = "target/release/token_userns_demo"
+`unshare -Urnm true` floor does none of that, hence the ratio.\n\n\
+![wall times](BENCHMARKS.png)\n\n\
+## Memory\n\nPeak RSS from `getrusage` in the supervisor at the end of each traced demo run (`-v` prints it).\n\n{memory}\n\
+## Token loader against stock aya\n\nThe counter object loaded and attached to `lo` {runs} times each, alternating: through our\n\
+`TokenLoader` in a token sandbox (`{demo} -- {example} token-load 1`) and through aya's `EbpfLoader`\n\
+and `Xdp::attach` as root in a fresh network namespace (`{example} aya-load 1`). Each run is a new\n\
+process, so both pay their first-load costs. Stock aya parses the kernel's BTF (for CO-RE) and\n\
+probes kernel features on every load; our loader does neither.\n\n{loaders}\n\
+## Counter exactness under load\n\n{datagrams} UDP datagrams sent over the sandbox's `lo` by two threads at once\n\
+(`{demo} -- {example} flood {datagrams} [OBJECT]`), first without the counter, then with it attached;\n\
+the counter's delta must equal the number sent (the socket may drop some; XDP runs before it).\n\
+The control is the same program with a plain `+=`, built with `--features non-atomic` only for\n\
+this check.\n\n{exactness}\n{control}\n",
+        demo = "target/release/token_userns_demo",
+        example = "target/release/examples/bench_counter",
     );
     std::fs::write(root.join("BENCHMARKS.md"), report).context("writing BENCHMARKS.md")?;
     eprintln!("xtask: wrote BENCHMARKS.md");

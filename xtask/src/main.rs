@@ -191,6 +191,14 @@ fn main() -> anyhow::Result<()> {
                 );
             }
             let bin_dir = build_release(&root)?;
+            run(cargo().current_dir(&root).args([
+                "build",
+                "--release",
+                "-p",
+                "launcher",
+                "--example",
+                "bench_counter",
+            ]))?;
             bench::run(&root, &bin_dir, quick)?;
         }
         Task::Fuzz { seconds, target } => fuzz(&root, seconds, target)?,
