@@ -88,7 +88,7 @@ fn open_hint(errno: Errno) -> &'static str {
 fn configure_hint(errno: Errno) -> String {
     match errno {
         Errno::EINVAL => format!(
-            "this kernel ({}) does not know the option or a name in it (BPF token delegation needs Linux 6.9 or later), or the value is longer than the 255 bytes fsconfig accepts",
+            "this kernel ({}) does not know the option (BPF token delegation needs Linux 6.9 or later)",
             kernel_release()
         ),
         Errno::EPERM => "non-zero delegate_* options need CAP_SYS_ADMIN in the initial user namespace (run the supervisor as root)".to_owned(),
