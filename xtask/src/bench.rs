@@ -14,7 +14,8 @@ mod plot;
 struct Case {
     name: &'static str,
     command: Vec<String>,
-    samples: Vec<Duration>,
+    /// Wall times in ms.
+    samples: Vec<f64>,
 }
 
 fn time_once(command: &[String]) -> anyhow::Result<Duration> {
@@ -47,17 +48,6 @@ fn median_f64(samples: &[f64]) -> f64 {
     }
 }
 
-fn median(samples: &[Duration]) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    let n = sorted.len();
-    if n % 2 == 1 {
-        sorted[n / 2]
-    } else {
-        (sorted[n / 2 - 1] + sorted[n / 2]) / 2
-    }
-}
-
 /// Phases of one demo run, delimited by the first trace line containing each marker.
 const PHASES: [(&str, &str); 7] = [
     (
@@ -86,7 +76,8 @@ const PHASES: [(&str, &str); 7] = [
 struct Breakdown {
     sums: Vec<f64>,
     outside: f64,
-    peak_rss: Vec<(f64, f64)>,
+    peak_rss_supervisor: Vec<f64>,
+    peak_rss_sandbox: Vec<f64>,
 }
 
 /// The per-phase table: totals, means and shares.
@@ -153,7 +144,8 @@ fn phase_breakdown(
 ) -> anyhow::Result<Breakdown> {
     let mut sums = vec![0.0; phases.len()];
     let mut outside = 0.0;
-    let mut peak_rss = Vec::new();
+    let mut peak_rss_supervisor = Vec::new();
+    let mut peak_rss_sandbox = Vec::new();
     for _ in 0..runs {
         let start = Instant::now();
         let out = Command::new(demo)
@@ -195,12 +187,14 @@ fn phase_breakdown(
         let [supervisor, sandbox] = kib[..] else {
             bail!("unexpected peak RSS line {rss:?}");
         };
-        peak_rss.push((supervisor, sandbox));
+        peak_rss_supervisor.push(supervisor);
+        peak_rss_sandbox.push(sandbox);
     }
     Ok(Breakdown {
         sums,
         outside,
-        peak_rss,
+        peak_rss_supervisor,
+        peak_rss_sandbox,
     })
 }
 
@@ -254,10 +248,10 @@ pub fn run(root: &Path, bin_dir: &Path, quick: bool) -> anyhow::Result<()> {
     for _ in 0..runs {
         for case in &mut cases {
             let t = time_once(&case.command)?;
-            case.samples.push(t);
+            case.samples.push(ms(t));
         }
     }
-    let floor = median(&cases.last().expect("the floor case").samples);
+    let floor = median_f64(&cases.last().expect("the floor case").samples);
     let mut table = String::new();
     writeln!(
         table,
@@ -265,22 +259,22 @@ pub fn run(root: &Path, bin_dir: &Path, quick: bool) -> anyhow::Result<()> {
     )?;
     writeln!(table, "|---|---|---|---|---|---|")?;
     for case in &cases {
-        let m = median(&case.samples);
+        let m = median_f64(&case.samples);
         writeln!(
             table,
-            "| `{}` | {} | {:.2} | {:.2} | {:.2} | {:.2}x |",
+            "| `{}` | {} | {m:.2} | {:.2} | {:.2} | {:.2}x |",
             case.name,
             case.samples.len(),
-            ms(m),
-            ms(*case.samples.iter().min().expect("samples")),
-            ms(*case.samples.iter().max().expect("samples")),
-            ms(m) / ms(floor)
+            case.samples.iter().copied().fold(f64::INFINITY, f64::min),
+            case.samples.iter().copied().fold(0.0, f64::max),
+            m / floor
         )?;
     }
     let Breakdown {
         sums,
         outside,
-        peak_rss,
+        peak_rss_supervisor,
+        peak_rss_sandbox,
     } = phase_breakdown(&demo, &[], &PHASES, runs)?;
     let phases = phase_table(&PHASES, &sums, outside, runs)?;
     let launch = phase_breakdown(&demo, &["--", "/bin/true"], &LAUNCH_PHASES, runs)?;
@@ -288,18 +282,14 @@ pub fn run(root: &Path, bin_dir: &Path, quick: bool) -> anyhow::Result<()> {
     let mut memory = String::new();
     writeln!(memory, "| process | median peak RSS (KiB) | max (KiB) |")?;
     writeln!(memory, "|---|---|---|")?;
-    for (name, pick) in [
-        ("supervisor (host root)", 0),
-        ("sandbox child (with what it reaped)", 1),
+    for (name, values) in [
+        ("supervisor (host root)", &peak_rss_supervisor),
+        ("sandbox child (with what it reaped)", &peak_rss_sandbox),
     ] {
-        let values: Vec<f64> = peak_rss
-            .iter()
-            .map(|(sup, sandbox)| if pick == 0 { *sup } else { *sandbox })
-            .collect();
         writeln!(
             memory,
             "| {name} | {:.0} | {:.0} |",
-            median_f64(&values),
+            median_f64(values),
             values.iter().copied().fold(0.0, f64::max)
         )?;
     }
@@ -389,7 +379,7 @@ pub fn run(root: &Path, bin_dir: &Path, quick: bool) -> anyhow::Result<()> {
         .map(|c| {
             (
                 c.name.split(" (").next().unwrap_or(c.name).to_owned(),
-                c.samples.iter().copied().map(ms).collect(),
+                c.samples.clone(),
             )
         })
         .collect();
