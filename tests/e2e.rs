@@ -7,6 +7,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
+use bpf_token_launcher::diagnosis::Cause;
 use support::{DEMO, TRACE, exclusive, run_clean, shared};
 
 #[test]
@@ -166,11 +167,7 @@ fn token_trace_on_a_host_bpffs_explains_eopnotsupp() {
             .contains("bpf(BPF_TOKEN_CREATE) failed: EOPNOTSUPP"),
         "{run:#?}"
     );
-    assert!(
-        run.stderr
-            .contains("a host-owned bpffs never yields a token"),
-        "{run:#?}"
-    );
+    support::assert_diagnosed(&run.stderr, Cause::TokenInitialNamespace);
 }
 
 #[test]
@@ -182,10 +179,7 @@ fn token_trace_on_a_bpffs_subdirectory_explains_einval() {
     let run = support::run_trace_clean(&sub, &[]);
     assert_eq!(run.code, Some(1), "{run:#?}");
     assert!(run.stderr.contains("EINVAL"), "{run:#?}");
-    assert!(
-        run.stderr.contains("not the root of its instance"),
-        "{run:#?}"
-    );
+    support::assert_diagnosed(&run.stderr, Cause::TokenNotBpffsRoot);
 }
 
 #[test]
@@ -194,7 +188,7 @@ fn token_trace_on_a_non_bpffs_path_explains_einval() {
     let run = run_clean(TRACE, &["-t", "/tmp"]);
     assert_eq!(run.code, Some(1), "{run:#?}");
     assert!(run.stderr.starts_with("token_trace: error: token: creating a BPF token from /tmp: bpf(BPF_TOKEN_CREATE) failed: EINVAL"), "{run:#?}");
-    assert!(run.stderr.contains("this is not a bpffs"), "{run:#?}");
+    support::assert_diagnosed(&run.stderr, Cause::TokenNotBpffs);
     assert_eq!(run.stderr.lines().count(), 1, "one line: {run:#?}");
 }
 
@@ -337,11 +331,7 @@ fn refused_user_namespaces_name_the_sysctl() {
         ),
         "{run:#?}"
     );
-    assert!(
-        run.stderr
-            .contains("kernel.apparmor_restrict_unprivileged_userns"),
-        "{run:#?}"
-    );
+    support::assert_diagnosed(&run.stderr, Cause::UserNamespacesRestricted);
     let errors: Vec<&str> = run.stderr.lines().filter(|l| !l.starts_with('[')).collect();
     assert_eq!(
         errors.len(),

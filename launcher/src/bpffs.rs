@@ -8,12 +8,14 @@
 use std::ffi::CString;
 use std::os::fd::{AsRawFd as _, BorrowedFd, OwnedFd};
 
+use crate::diagnosis::{Diagnosed, Step};
 use crate::policy::{DelegateKind, Delegation, EnumNames};
-use crate::sys::{self, Errno, SysError};
+use crate::sys;
 
 /// `fsopen("bpf")` in the sandbox (needs its own mount namespace).
 pub fn open_context() -> Result<OwnedFd, BpffsError> {
-    sys::mount::fsopen(c"bpf", "fsopen(\"bpf\")").map_err(|source| BpffsError::Open { source })
+    sys::mount::fsopen(c"bpf", "fsopen(\"bpf\")")
+        .map_err(|source| BpffsError::Open(Diagnosed::new(Step::OpenBpffs, source)))
 }
 
 /// Sets the delegation on a context and creates the superblock (the supervisor's part).
@@ -31,7 +33,8 @@ pub fn delegate_and_create(
             BpffsError::Configure {
                 kind,
                 value: value.clone(),
-                source,
+                source: Diagnosed::new(Step::DelegateBpffs, source)
+                    .detail(format!("the running kernel is {}", kernel_release())),
             }
         })?;
         if log::log_enabled!(log::Level::Debug) {
@@ -44,7 +47,8 @@ pub fn delegate_and_create(
             );
         }
     }
-    sys::mount::fsconfig_create(context).map_err(|source| BpffsError::Create { source })?;
+    sys::mount::fsconfig_create(context)
+        .map_err(|source| BpffsError::Create(Diagnosed::new(Step::CreateBpffs, source)))?;
     log::debug!(
         "fsconfig(fd {}, FSCONFIG_CMD_CREATE): superblock created",
         context.as_raw_fd()
@@ -55,62 +59,34 @@ pub fn delegate_and_create(
 /// `fsmount` of the created superblock in the sandbox: a detached mount, reachable only through
 /// the returned descriptor (and `/proc/self/fd/N`), so nothing appears in any mount table.
 pub fn mount(context: BorrowedFd<'_>) -> Result<OwnedFd, BpffsError> {
-    sys::mount::fsmount(context).map_err(|source| BpffsError::Mount { source })
+    sys::mount::fsmount(context)
+        .map_err(|source| BpffsError::Mount(Diagnosed::new(Step::MountBpffs, source)))
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum BpffsError {
-    #[error("opening a bpffs context: {source}: {}", open_hint(source.errno))]
-    Open { source: SysError },
-    #[error("setting {}={value}: {source}: {}", kind.option(), configure_hint(source.errno))]
+    #[error("opening a bpffs context: {0}")]
+    Open(Diagnosed),
+    #[error("setting {}={value}: {source}", kind.option())]
     Configure {
         kind: DelegateKind,
         value: String,
-        source: SysError,
+        source: Diagnosed,
     },
-    #[error("creating the bpffs superblock: {source}: {}", create_hint(source.errno))]
-    Create { source: SysError },
-    #[error("mounting the bpffs: {source}: {}", mount_hint(source.errno))]
-    Mount { source: SysError },
+    #[error("creating the bpffs superblock: {0}")]
+    Create(Diagnosed),
+    #[error("mounting the bpffs: {0}")]
+    Mount(Diagnosed),
 }
 
-fn open_hint(errno: Errno) -> &'static str {
-    match errno {
-        Errno::EPERM => {
-            "fsopen needs CAP_SYS_ADMIN over the caller's mount namespace: unshare a mount namespace inside the user namespace first"
+impl BpffsError {
+    pub const fn diagnosed(&self) -> &Diagnosed {
+        match self {
+            Self::Open(d)
+            | Self::Create(d)
+            | Self::Mount(d)
+            | Self::Configure { source: d, .. } => d,
         }
-        Errno::ENODEV => "the kernel has no bpf filesystem (CONFIG_BPF_SYSCALL)",
-        Errno::ENOSYS => "the kernel predates the new mount API (Linux 5.2)",
-        _ => "unexpected error from the kernel",
-    }
-}
-
-fn configure_hint(errno: Errno) -> String {
-    match errno {
-        Errno::EINVAL => format!(
-            "this kernel ({}) does not know the option (BPF token delegation needs Linux 6.9 or later)",
-            kernel_release()
-        ),
-        Errno::EPERM => "non-zero delegate_* options need CAP_SYS_ADMIN in the initial user namespace (run the supervisor as root)".to_owned(),
-        _ => "unexpected error from the kernel".to_owned(),
-    }
-}
-
-fn create_hint(errno: Errno) -> &'static str {
-    match errno {
-        Errno::EPERM => {
-            "creating a bpffs for another user namespace needs CAP_SYS_ADMIN in the initial user namespace; some distribution 6.8 kernels refuse it altogether (use Linux 6.9+)"
-        }
-        Errno::EBUSY => "the context was already used to create a superblock",
-        _ => "unexpected error from the kernel",
-    }
-}
-
-fn mount_hint(errno: Errno) -> &'static str {
-    match errno {
-        Errno::EPERM => "fsmount needs CAP_SYS_ADMIN in the mount namespace's user namespace",
-        Errno::EBUSY => "the superblock was not created (FSCONFIG_CMD_CREATE missing)",
-        _ => "unexpected error from the kernel",
     }
 }
 

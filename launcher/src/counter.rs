@@ -7,10 +7,11 @@ use std::path::PathBuf;
 use aya::maps::{Array, MapData};
 use aya_obj::generated::bpf_attach_type;
 
+use crate::diagnosis::{Diagnosed, Step};
 use crate::loader::{LoadError, TokenLoader};
 use crate::net::{self, LoopbackProbe, NetError};
 use crate::policy::{DelegateKind, EnumNames};
-use crate::sys::{self, SysError};
+use crate::sys;
 use crate::token::{Token, TokenError};
 
 /// The counter program (`demo-ebpf`), built for bpfel with BTF by `build.rs`.
@@ -189,7 +190,7 @@ pub fn attach_xdp(
     sys::bpf::link_create_ifindex(prog, ifindex, bpf_attach_type::BPF_XDP as u32, 0).map_err(
         |source| TraceError::Attach {
             interface: interface.to_owned(),
-            source,
+            source: Diagnosed::new(Step::AttachXdp, source),
         },
     )
 }
@@ -203,23 +204,15 @@ pub enum TraceError {
     Load(#[from] LoadError),
     #[error(transparent)]
     Net(#[from] NetError),
-    #[error("attaching XDP to {interface}: {source}: {}", attach_hint(source))]
-    Attach { interface: String, source: SysError },
+    #[error("attaching XDP to {interface}: {source}")]
+    Attach {
+        interface: String,
+        source: Diagnosed,
+    },
     #[error("reading the counter map: {0}")]
     Map(aya::maps::MapError),
     #[error("unexpected counter object: {0}")]
     ObjectLayout(&'static str),
-}
-
-fn attach_hint(source: &SysError) -> &'static str {
-    match source.errno {
-        sys::Errno::EBUSY | sys::Errno::EEXIST => {
-            "another XDP program is already attached to this interface"
-        }
-        sys::Errno::EPERM => "the caller lacks CAP_NET_ADMIN in the interface's network namespace",
-        sys::Errno::EINVAL => "the interface or the kernel refused the XDP mode",
-        _ => "unexpected error from the kernel",
-    }
 }
 
 impl TraceError {

@@ -2,7 +2,8 @@
 //! a token-aware loader on top of aya.
 //!
 //! Layout, one module per kernel object:
-//! - [`sys`]: every raw system call, one thin wrapper per command;
+//! - [`sys`]: every raw system call, one thin wrapper per command; [`diagnosis`]: what each
+//!   failure of one means and how to fix it;
 //! - [`userns`]: the sandbox's user namespace and id maps;
 //! - [`channel`]: the typed supervisor/sandbox protocol over a `SOCK_SEQPACKET` pair;
 //! - [`bpffs`]: the delegated bpffs (opened by the sandbox, delegated and created by the supervisor);
@@ -24,6 +25,7 @@ pub mod bpffs;
 pub mod btf;
 pub mod channel;
 pub mod counter;
+pub mod diagnosis;
 pub mod inventory;
 pub mod loader;
 pub mod logging;

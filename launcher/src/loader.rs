@@ -30,6 +30,7 @@ use aya_obj::btf::{Btf, BtfFeatures};
 use aya_obj::generated::bpf_map_type;
 use aya_obj::{EbpfSectionKind, Features, Object};
 
+use crate::diagnosis::{Cause, Diagnosed, Step};
 use crate::object::{ProgramSpec, UnsupportedSection, program_spec};
 use crate::policy::{DelegateKind, Delegation, EnumNames};
 use crate::sys::bpf::{LogBuffer, MapCreateAttr, ProgLoadAttr};
@@ -239,8 +240,7 @@ impl<'t> TokenLoader<'t> {
                     String::new()
                 };
                 Err(LoadError::Btf {
-                    source,
-                    cause: self.denial_cause(source.errno, &[(DelegateKind::Cmds, btf_load_cmd())]),
+                    source: self.diagnose(source, &[(DelegateKind::Cmds, btf_load_cmd())]),
                     log: log_text,
                 })
             }
@@ -288,9 +288,8 @@ impl<'t> TokenLoader<'t> {
                     .name_of(DelegateKind::Maps, map_type)
                     .unwrap_or("unknown")
                     .to_owned(),
-                source,
-                cause: self.denial_cause(
-                    source.errno,
+                source: self.diagnose(
+                    source,
                     &[
                         (DelegateKind::Cmds, map_create_cmd()),
                         (DelegateKind::Maps, map_type),
@@ -387,9 +386,8 @@ impl<'t> TokenLoader<'t> {
                     name: name.to_owned(),
                     prog_type,
                     attach_type,
-                    source,
-                    cause: self.denial_cause(
-                        source.errno,
+                    source: self.diagnose(
+                        source,
                         &[
                             (DelegateKind::Cmds, prog_load_cmd()),
                             (DelegateKind::Progs, spec.prog_type as u32),
@@ -402,28 +400,22 @@ impl<'t> TokenLoader<'t> {
         }
     }
 
-    /// Explains an EPERM by comparing what the call needed with what the token allows. The kernel
-    /// drops a token that does not cover a call and falls back to the caller's capabilities in the
-    /// initial namespace, so the EPERM itself never says which delegation was missing.
-    fn denial_cause(&self, errno: Errno, needed: &[(DelegateKind, u32)]) -> String {
-        if errno != Errno::EPERM {
-            return match errno {
-                Errno::EINVAL => "the kernel rejected the attributes (see the log, if any)".to_owned(),
-                Errno::EACCES => "the verifier rejected the program (see the log)".to_owned(),
-                Errno::E2BIG => "the object uses attributes this kernel does not know".to_owned(),
-                Errno::ENOMEM => "the kernel could not allocate memory (check RLIMIT_MEMLOCK and the memory cgroup)".to_owned(),
-                _ => "unexpected error from the kernel".to_owned(),
-            };
+    /// Explains a failed load; an EPERM by comparing what the call needed with what the token
+    /// allows. The kernel drops a token that does not cover a call and falls back to the
+    /// caller's capabilities in the initial namespace, so the EPERM itself never says which
+    /// delegation was missing.
+    fn diagnose(&self, source: SysError, needed: &[(DelegateKind, u32)]) -> Diagnosed {
+        if source.errno != Errno::EPERM {
+            return Diagnosed::new(Step::Load, source);
         }
         let Some(token) = self.token else {
-            return "no token was given and the caller lacks CAP_BPF (and the program type's other capabilities) in the initial user namespace".to_owned();
+            return Diagnosed::with_cause(Cause::LoadWithoutToken, source);
         };
         let allowed: Delegation = match token.allowed() {
             Ok(allowed) => allowed,
             Err(e) => {
-                return format!(
-                    "the token may not cover this call (its fdinfo could not be read: {e})"
-                );
+                return Diagnosed::with_cause(Cause::TokenMissingDelegation, source)
+                    .detail(format!("the token's fdinfo could not be read: {e}"));
             }
         };
         let names = names();
@@ -442,9 +434,9 @@ impl<'t> TokenLoader<'t> {
             })
             .collect();
         if missing.is_empty() {
-            "the token covers this call, so the caller lacks a capability in the token's user namespace (CAP_BPF; network programs also need CAP_NET_ADMIN, tracing ones CAP_PERFMON)".to_owned()
+            Diagnosed::with_cause(Cause::TokenCallerLacksCapability, source)
         } else {
-            format!("the token does not cover this call: {}", missing.join("; "))
+            Diagnosed::with_cause(Cause::TokenMissingDelegation, source).detail(missing.join("; "))
         }
     }
 }
@@ -503,31 +495,25 @@ pub enum LoadError {
     Relocation(String),
     #[error("reading the kernel's BTF for CO-RE relocations: {0}")]
     KernelBtf(String),
-    #[error("loading the object's BTF: {source}: {cause}{}", log_suffix(log))]
-    Btf {
-        source: SysError,
-        cause: String,
-        log: String,
-    },
-    #[error("creating map `{name}` (type {map_type}): {source}: {cause}")]
+    #[error("loading the object's BTF: {source}{}", log_suffix(log))]
+    Btf { source: Diagnosed, log: String },
+    #[error("creating map `{name}` (type {map_type}): {source}")]
     MapCreate {
         name: String,
         map_type: String,
-        source: SysError,
-        cause: String,
+        source: Diagnosed,
     },
     #[error("initialising map `{name}`: {source}")]
     MapInit { name: String, source: SysError },
     #[error(
-        "loading program `{name}` (type {prog_type}, expected attach type {attach_type}): {source}: {cause}{}",
+        "loading program `{name}` (type {prog_type}, expected attach type {attach_type}): {source}{}",
         log_suffix(log)
     )]
     ProgLoad {
         name: String,
         prog_type: String,
         attach_type: String,
-        source: SysError,
-        cause: String,
+        source: Diagnosed,
         log: String,
     },
     #[error("handing map `{name}` to aya: {source}")]
@@ -550,8 +536,8 @@ impl LoadError {
         match self {
             Self::Btf { source, .. }
             | Self::MapCreate { source, .. }
-            | Self::ProgLoad { source, .. }
-            | Self::MapInit { source, .. } => Some(source.errno),
+            | Self::ProgLoad { source, .. } => Some(source.errno()),
+            Self::MapInit { source, .. } => Some(source.errno),
             _ => None,
         }
     }

@@ -4,6 +4,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
+use crate::diagnosis::{Diagnosed, Step};
 use crate::sys::{self, Errno, SysError};
 
 /// The index of interface `name` in the caller's network namespace.
@@ -73,7 +74,7 @@ impl VethPair {
         sys::netlink::create_veth(&self.host_name, &self.sandbox_name, sandbox_pid).map_err(
             |source| NetError::Veth {
                 host_name: self.host_name.clone(),
-                source,
+                source: Diagnosed::new(Step::CreateVeth, source),
             },
         )?;
         let index = interface_index(&self.host_name)?;
@@ -176,24 +177,14 @@ pub enum NetError {
     },
     #[error("--veth {name:?}: {why}")]
     BadInterfaceName { name: String, why: String },
-    #[error("creating the veth pair (host end {host_name}): {source}: {}", veth_hint(source.errno))]
-    Veth { host_name: String, source: SysError },
+    #[error("creating the veth pair (host end {host_name}): {source}")]
+    Veth {
+        host_name: String,
+        source: Diagnosed,
+    },
     #[error("{step}: {source}")]
     Io {
         step: &'static str,
         source: io::Error,
     },
-}
-
-fn veth_hint(errno: Errno) -> &'static str {
-    match errno {
-        Errno::EEXIST => {
-            "an interface of that name already exists on the host (a sandbox of a previous supervisor with the same pid?)"
-        }
-        Errno::EOPNOTSUPP => "the kernel has no veth driver (CONFIG_VETH; try `modprobe veth`)",
-        Errno::EPERM => {
-            "creating interfaces on the host needs CAP_NET_ADMIN (run the supervisor as root)"
-        }
-        _ => "unexpected error from the kernel",
-    }
 }

@@ -39,6 +39,7 @@ use nix::unistd::{ForkResult, Pid};
 use crate::bpffs::{self, BpffsError};
 use crate::channel::{ChannelError, SandboxChannel, SupervisorChannel, channel_pair};
 use crate::counter::{self, TraceError, TraceOptions};
+use crate::diagnosis::{Diagnosed, Step};
 use crate::logging::{self, Role};
 use crate::mountinfo;
 use crate::net::{self, NetError, VethPair};
@@ -48,7 +49,7 @@ pub use crate::relay::ChildExit;
 use crate::relay::{self, BlockedSignals, Reap};
 use crate::status::StatusSink;
 use crate::sys;
-use crate::sys::{Errno, ErrnoName, SysError};
+use crate::sys::SysError;
 use crate::userns::{self, HostIdentity, UserNsError};
 
 /// Everything the supervisor needs, checked before anything is forked.
@@ -110,8 +111,12 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
     };
 
     // SAFETY: single-threaded (checked above), so the child may run arbitrary code.
-    let forked = unsafe { sys::process::fork_into(namespaces, call) }
-        .map_err(|source| SupervisorError::UserNs(UserNsError::Create { source }))?;
+    let forked = unsafe { sys::process::fork_into(namespaces, call) }.map_err(|source| {
+        SupervisorError::UserNs(UserNsError::Create(Diagnosed::new(
+            Step::CreateNamespaces,
+            source,
+        )))
+    })?;
     match forked {
         ForkResult::Child => {
             logging::set_role(Role::Sandbox);
@@ -290,10 +295,10 @@ fn verify_mounted_delegation(
 fn die_with_supervisor(channel: &SandboxChannel) -> Result<(), SupervisorError> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|errno| SupervisorError::Sandbox {
         step: "setting the parent-death signal",
-        source: SysError {
+        source: Diagnosed::unexplained(SysError {
             call: "prctl(PR_SET_PDEATHSIG)",
             errno,
-        },
+        }),
     })?;
     // getppid() cannot tell: in a new PID namespace the parent is invisible (it reads 0).
     if !channel.supervisor_alive() {
@@ -312,7 +317,7 @@ fn sandbox(
     let sys = |step, call| {
         move |errno| SupervisorError::Sandbox {
             step,
-            source: SysError { call, errno },
+            source: Diagnosed::unexplained(SysError { call, errno }),
         }
     };
     // The new mount namespace copied the host's propagation: make it private so nothing mounted
@@ -329,10 +334,16 @@ fn sandbox(
     log::debug!("mount(/, MS_REC|MS_PRIVATE)");
     // Also while the supervisor writes the id maps and loads the kernel's enum names: creating
     // a network namespace is one of the slowest steps of the setup.
-    nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(sys(
-        "creating the network namespace",
-        "unshare(CLONE_NEWNET)",
-    ))?;
+    nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(|errno| SupervisorError::Sandbox {
+        step: "creating the network namespace",
+        source: Diagnosed::new(
+            Step::CreateNetworkNamespace,
+            SysError {
+                call: "unshare(CLONE_NEWNET)",
+                errno,
+            },
+        ),
+    })?;
     log::debug!("unshare(CLONE_NEWNET): new network namespace");
     net::bring_up_loopback().map_err(SupervisorError::Net)?;
     log::debug!("lo is up");
@@ -367,7 +378,7 @@ fn sandbox(
     crate::sys::mount::move_mount_to(mount.as_fd(), &target).map_err(|source| {
         SupervisorError::Sandbox {
             step: "mounting the bpffs at its path",
-            source,
+            source: Diagnosed::unexplained(source),
         }
     })?;
     log::debug!(
@@ -441,10 +452,10 @@ pub enum SupervisorError {
     BpffsNotMounted { path: PathBuf },
     #[error("supervisor: {0}")]
     PolicyMismatch(PolicyMismatch),
-    #[error("sandbox: {step}: {source}: {}", namespace_hint(source.errno))]
+    #[error("sandbox: {step}: {source}")]
     Sandbox {
         step: &'static str,
-        source: SysError,
+        source: Diagnosed,
     },
     #[error("sandbox network: {0}")]
     Net(NetError),
@@ -454,14 +465,4 @@ pub enum SupervisorError {
     Signals(SysError),
     #[error("{}: {error}", error.step())]
     Trace { error: TraceError },
-}
-
-fn namespace_hint(errno: Errno) -> String {
-    match errno {
-        Errno::EPERM => "the sandbox lacks CAP_SYS_ADMIN in its user namespace".to_owned(),
-        Errno::ENOSPC => {
-            "a namespace limit is reached (check `sysctl user.max_net_namespaces`)".to_owned()
-        }
-        errno => format!("unexpected {}", ErrnoName(errno)),
-    }
 }

@@ -6,6 +6,7 @@ use std::os::fd::{AsFd, AsRawFd as _, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
+use crate::diagnosis::{Cause, Diagnosed, Step};
 use crate::policy::{DelegateKind, Delegation, Mask};
 use crate::sys::{self, Errno, SysError};
 
@@ -46,8 +47,7 @@ impl Token {
             .map(|fd| Self { fd })
             .map_err(|source| TokenError::Create {
                 path: path.to_owned(),
-                source,
-                cause: explain_create_failure(source.errno, root),
+                source: diagnose_create_failure(source, root),
             })
     }
 
@@ -89,24 +89,16 @@ pub fn parse_token_fdinfo(text: &str) -> Option<Delegation> {
     (seen == 4).then_some(delegation)
 }
 
-/// The likely cause of a `BPF_TOKEN_CREATE` failure, in the order the kernel checks
-/// (`bpf_token_create` in `kernel/bpf/token.c`).
-fn explain_create_failure(errno: Errno, root: BorrowedFd<'_>) -> String {
-    match errno {
-        Errno::EINVAL => match nix::sys::statfs::fstatfs(root) {
-            Ok(st) if st.filesystem_type().0 != BPF_FS_MAGIC => format!(
-                "this is not a bpffs (filesystem magic {:#x}); point at the root of a bpffs mounted with delegate_* options",
-                st.filesystem_type().0
-            ),
-            Ok(_) => "this is a bpffs but not the root of its instance (a token is made from the mount's root directory), or the kernel predates BPF tokens (Linux 6.9)".to_owned(),
-            Err(_) => "not the root of a bpffs instance, or the kernel predates BPF tokens (Linux 6.9)".to_owned(),
-        },
-        Errno::EPERM => "the bpffs belongs to another user namespace than the caller's, or the caller lacks CAP_BPF there; create the token inside the user namespace that mounted the bpffs (token_userns_demo does this)".to_owned(),
-        Errno::EOPNOTSUPP => "the caller is in the initial user namespace: a host-owned bpffs never yields a token; use a bpffs mounted with delegate_* options inside a user namespace (run under token_userns_demo)".to_owned(),
-        Errno::ENOENT => "the bpffs has no delegation (all four delegate_* options are empty); mount it with delegate_cmds, delegate_maps, delegate_progs and delegate_attachs".to_owned(),
-        Errno::EBADF => "the descriptor is not open".to_owned(),
-        Errno::ENOSYS => "the kernel has no bpf() system call".to_owned(),
-        _ => "unexpected error from the kernel".to_owned(),
+/// The likely cause of a `BPF_TOKEN_CREATE` failure. EINVAL means "not a bpffs root" (or an
+/// old kernel); the descriptor's filesystem type tells which (`bpf_token_create` in
+/// `kernel/bpf/token.c` checks the root before anything else about the bpffs).
+fn diagnose_create_failure(source: SysError, root: BorrowedFd<'_>) -> Diagnosed {
+    match (source.errno, nix::sys::statfs::fstatfs(root)) {
+        (Errno::EINVAL, Ok(st)) if st.filesystem_type().0 != BPF_FS_MAGIC => {
+            Diagnosed::with_cause(Cause::TokenNotBpffs, source)
+                .detail(format!("filesystem magic {:#x}", st.filesystem_type().0))
+        }
+        _ => Diagnosed::new(Step::CreateToken, source),
     }
 }
 
@@ -115,12 +107,8 @@ fn explain_create_failure(errno: Errno, root: BorrowedFd<'_>) -> String {
 pub enum TokenError {
     #[error("opening bpffs {}: {source}", path.display())]
     Open { path: PathBuf, source: io::Error },
-    #[error("creating a BPF token from {}: {source}: {cause}", path.display())]
-    Create {
-        path: PathBuf,
-        source: SysError,
-        cause: String,
-    },
+    #[error("creating a BPF token from {}: {source}", path.display())]
+    Create { path: PathBuf, source: Diagnosed },
 }
 
 impl TokenError {
@@ -128,7 +116,7 @@ impl TokenError {
     pub fn errno(&self) -> Option<Errno> {
         match self {
             Self::Open { source, .. } => source.raw_os_error().map(Errno::from_raw),
-            Self::Create { source, .. } => Some(source.errno),
+            Self::Create { source, .. } => Some(source.errno()),
         }
     }
 }

@@ -5,7 +5,8 @@ use std::io::{self, Write as _};
 
 use nix::unistd::{Gid, Pid, Uid};
 
-use crate::sys::{Errno, SysError};
+use crate::diagnosis::Diagnosed;
+use crate::sys::SysError;
 
 /// The host identity the sandbox's uid 0 and gid 0 map to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,8 +137,8 @@ pub enum UserNsError {
     NoSysAdmin,
     #[error("reading capabilities: {0}")]
     Capabilities(String),
-    #[error("creating the sandbox's user namespace: {}: {}", source, create_hint(source.errno))]
-    Create { source: SysError },
+    #[error("creating the sandbox's user namespace: {0}")]
+    Create(Diagnosed),
     #[error("writing {file} ({content:?}): {source}")]
     WriteMap {
         file: &'static str,
@@ -151,24 +152,11 @@ pub enum UserNsError {
     },
 }
 
-fn create_hint(errno: Errno) -> &'static str {
-    match errno {
-        Errno::EPERM => {
-            "user namespaces are restricted on this machine; check `sysctl kernel.apparmor_restrict_unprivileged_userns` (set it to 0), `kernel.unprivileged_userns_clone` (set it to 1), or a seccomp filter of the calling container"
-        }
-        Errno::ENOSPC => {
-            "the user namespace limit is reached or zero; check `sysctl user.max_user_namespaces` (set it above 0, e.g. 15000)"
-        }
-        Errno::EUSERS => "too many nested user namespaces (the kernel allows 32 levels)",
-        Errno::EINVAL => "the kernel lacks CONFIG_USER_NS, CONFIG_PID_NS or CONFIG_NET_NS",
-        Errno::ENOMEM => "out of memory",
-        _ => "unexpected error from the kernel",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diagnosis::Step;
+    use crate::sys::Errno;
 
     #[test]
     fn explicit_ids_win() {
@@ -184,11 +172,14 @@ mod tests {
 
     #[test]
     fn unshare_errors_name_the_sysctl() {
-        let create = |errno| UserNsError::Create {
-            source: SysError {
-                call: "clone3(CLONE_NEWUSER | CLONE_NEWNS)",
-                errno,
-            },
+        let create = |errno| {
+            UserNsError::Create(Diagnosed::new(
+                Step::CreateNamespaces,
+                SysError {
+                    call: "clone3(CLONE_NEWUSER | CLONE_NEWNS)",
+                    errno,
+                },
+            ))
         };
         let text = create(Errno::ENOSPC).to_string();
         assert!(

@@ -347,3 +347,15 @@ pub fn wait_gone_path(path: &std::path::Path) -> bool {
     }
     true
 }
+
+/// Asserts `text` carries the diagnosis of `cause` from the library's table: its cause and its
+/// fix, as every error path prints them.
+pub fn assert_diagnosed(text: &str, cause: bpf_token_launcher::diagnosis::Cause) {
+    let row = bpf_token_launcher::diagnosis::row(cause);
+    assert!(
+        text.contains(row.cause) && text.contains(&format!("; fix: {}", row.fix)),
+        "expected the diagnosis {cause:?} ({}; fix: {}) in:\n{text}",
+        row.cause,
+        row.fix
+    );
+}
