@@ -16,7 +16,8 @@
 //! - [`counter`]: the demo XDP counter end to end;
 //! - [`relay`]: waiting for a child while forwarding signals; [`pidns`]: the command's PID
 //!   namespace and its init;
-//! - [`supervisor`]: the processes put together; [`status`]: `--json-status` events.
+//! - [`supervisor`]: the processes put together; [`status`]: `--json-status` events;
+//!   [`preflight`]: `--check`, whether a machine can run it all.
 //!
 //! The library never exits the process; the binaries turn errors into exit codes. (The one
 //! exception is the forked sandbox child, which must not return into the caller's code.)
@@ -34,6 +35,7 @@ pub mod net;
 pub mod object;
 pub mod pidns;
 pub mod policy;
+pub mod preflight;
 pub mod relay;
 pub mod status;
 pub mod supervisor;

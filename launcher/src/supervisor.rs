@@ -26,9 +26,10 @@
 //! sender blocks, so the other side takes over the CPU at once.
 
 use std::ffi::{CString, OsString};
-use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::mount::MsFlags;
@@ -78,6 +79,10 @@ pub enum SandboxAction {
     },
     /// Point `LIBBPF_BPF_TOKEN_PATH` at the bpffs and exec `argv`.
     Exec { argv: Vec<OsString> },
+    /// `--check`: the demo on `lo` without its report, failing unless the counter saw exactly
+    /// the one datagram. The sandbox's stderr goes to `stderr` (a memfd the caller reads after
+    /// the run, so a long verifier log can never block the sandbox on a full pipe).
+    Probe { stderr: Arc<OwnedFd> },
 }
 
 /// Runs the whole demo: returns how the sandbox child ended.
@@ -104,7 +109,7 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
             CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID,
             "clone3(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID)",
         ),
-        SandboxAction::Trace { .. } => (
+        SandboxAction::Trace { .. } | SandboxAction::Probe { .. } => (
             CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS,
             "clone3(CLONE_NEWUSER | CLONE_NEWNS)",
         ),
@@ -119,6 +124,10 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
     })?;
     match forked {
         ForkResult::Child => {
+            if let SandboxAction::Probe { stderr } = &options.action {
+                // Best effort: if it fails, the messages reach the caller's stderr instead.
+                let _ = nix::unistd::dup2_stderr(stderr.as_fd());
+            }
             logging::set_role(Role::Sandbox);
             drop(pair.supervisor);
             let result = sandbox(&pair.sandbox, options, &signals);
@@ -419,6 +428,23 @@ fn sandbox(
             print!("{report}");
             Ok(0)
         }
+        SandboxAction::Probe { .. } => {
+            signals.restore().map_err(SupervisorError::Signals)?;
+            let trace = TraceOptions {
+                token_path: bpffs_path.clone(),
+                interface: "lo".to_owned(),
+                send_traffic: true,
+                hold: false,
+            };
+            let report =
+                counter::run_trace(&trace).map_err(|error| SupervisorError::Trace { error })?;
+            if report.delta() != 1 {
+                return Err(SupervisorError::ProbeCount {
+                    delta: report.delta(),
+                });
+            }
+            Ok(0)
+        }
         SandboxAction::Exec { argv } => pidns::run_as_init(argv, bpffs_path, signals)
             .map(ChildExit::exit_code)
             .map_err(SupervisorError::PidNs),
@@ -465,4 +491,6 @@ pub enum SupervisorError {
     Signals(SysError),
     #[error("{}: {error}", error.step())]
     Trace { error: TraceError },
+    #[error("count: the counter on lo saw {delta} datagrams instead of the 1 sent")]
+    ProbeCount { delta: u64 },
 }

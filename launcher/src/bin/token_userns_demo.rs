@@ -14,7 +14,7 @@ use bpf_token_launcher::supervisor::{
     self, ChildExit, SandboxAction, SupervisorError, SupervisorOptions,
 };
 use bpf_token_launcher::userns::HostIdentity;
-use bpf_token_launcher::{counter, logging};
+use bpf_token_launcher::{counter, logging, preflight};
 use clap::Parser;
 
 /// Fork a sandbox into new user, mount and network namespaces, hand it a bpffs delegated by this
@@ -80,6 +80,14 @@ struct Cli {
     /// per line, to this already-open file descriptor
     #[arg(long, value_name = "FD")]
     json_status: Option<i32>,
+    /// Check whether this machine can run the demo, one line per requirement with the fix for
+    /// what is missing (a throw-away sandbox runs the demo on its own lo, with the delegation the
+    /// other options give); exit 0 only when it can
+    #[arg(long, conflicts_with_all = ["command", "veth", "json_status", "timeout", "no_traffic", "interface", "bpffs_path"])]
+    check: bool,
+    /// With --check: print the findings as one JSON object
+    #[arg(long, requires = "check")]
+    json: bool,
     /// Trace every step on stderr (repeat for more)
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
     verbose: u8,
@@ -152,6 +160,9 @@ fn main() -> ExitCode {
         }
     };
     let identity = HostIdentity::choose(cli.uid, cli.gid);
+    if cli.check {
+        return check(delegation, identity, cli.json);
+    }
     if identity.uid == 0 {
         log::warn!(
             "--uid 0: the sandbox's root is host root; files it creates belong to host root"
@@ -216,6 +227,27 @@ fn main() -> ExitCode {
                 _ => ExitCode::FAILURE,
             }
         }
+    }
+}
+
+/// `--check`: the report on stdout; exit 0 only when the demo can run.
+fn check(delegation: Delegation, identity: HostIdentity, json: bool) -> ExitCode {
+    let report = preflight::check(&preflight::CheckOptions {
+        delegation,
+        identity,
+    });
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("the report serialises")
+        );
+    } else {
+        print!("{report}");
+    }
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -256,3 +256,15 @@ pub fn link_create_ifindex(
         "bpf(BPF_LINK_CREATE)",
     )
 }
+
+/// Whether the kernel knows `BPF_TOKEN_CREATE`, without a bpffs: the call with descriptor -1.
+/// A kernel with tokens checks the (zero) flags, then the descriptor, and answers EBADF; an
+/// older one answers EINVAL for the unknown command; one without `bpf()` ENOSYS. Returns the
+/// errno (the call cannot succeed).
+pub fn probe_token_create() -> SysError {
+    let mut attr = zeroed_attr();
+    attr.token_create.bpffs_fd = u32::MAX; // -1
+    let ret = sys_bpf(bpf_cmd::BPF_TOKEN_CREATE, &mut attr);
+    debug_assert!(ret < 0, "BPF_TOKEN_CREATE with fd -1 cannot succeed");
+    SysError::last("bpf(BPF_TOKEN_CREATE, bpffs_fd=-1)")
+}
