@@ -268,6 +268,7 @@ fn each_missing_delegation_item_is_named_in_the_load_error() {
             run.stderr.contains(expected),
             "{flag} {value}: expected {expected:?} in {run:#?}"
         );
+        support::assert_diagnosed(&run.stderr, Cause::TokenMissingDelegation);
     }
 }
 

@@ -260,7 +260,7 @@ fn list_on_the_host_says_why_no_token_can_be_made() {
 #[test]
 fn a_kernel_that_ignores_the_delegate_options_is_caught_before_use() {
     let _host = shared();
-    const FSCONFIG_SET_STRING: u32 = 1;
+    const FSCONFIG_SET_STRING: u64 = 1;
     let mut command = Command::new(DEMO);
     command.arg("-v");
     // fsconfig(fd, FSCONFIG_SET_STRING, ...) returns 0 and does nothing.

@@ -208,6 +208,14 @@ impl Endpoint {
                     break (msg.bytes, msg.flags, fds);
                 }
                 Err(Errno::EINTR) => {}
+                // A peer that exits with a message of ours still unread resets the connection
+                // instead of closing it: the same end for the protocol.
+                Err(Errno::ECONNRESET) => {
+                    return Err(ChannelError::Closed {
+                        peer: self.peer,
+                        expected,
+                    });
+                }
                 Err(errno) => {
                     return Err(ChannelError::Sys(SysError {
                         call: "recvmsg",

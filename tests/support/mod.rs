@@ -176,54 +176,42 @@ pub fn run_trace_clean(path: &std::path::Path, extra: &[&str]) -> Run {
     run_clean(TRACE, &args)
 }
 
-/// Makes `command` (and its children) see system call `nr` return `-errno` without running it,
-/// optionally only when argument `arg.0` equals `arg.1`. `errno` 0 makes the call "succeed"
-/// while doing nothing: a kernel that silently ignores the request. A seccomp filter, so the
-/// product has no test hooks.
-pub fn inject_syscall_result(command: &mut Command, nr: i64, arg: Option<(u32, u32)>, errno: i32) {
-    use std::os::unix::process::CommandExt as _;
-    const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
-    const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
-    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
-    let stmt = |code: u16, k: u32| libc::sock_filter {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
+/// Makes `command` (and everything it forks) see system call `nr` return `-errno` without
+/// running it, optionally only when argument `arg.0` equals `arg.1` (compared as 32 bits, enough
+/// for commands and flags). `errno` 0 makes the call "succeed" while doing nothing: a kernel that
+/// silently ignores the request. A seccomp filter (built by seccompiler), so the product needs
+/// no test hooks; several calls stack filters.
+pub fn inject_syscall_result(command: &mut Command, nr: i64, arg: Option<(u8, u64)>, errno: i32) {
+    use seccompiler::{
+        SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+        SeccompRule, TargetArch,
     };
-    let jump = |code: u16, k: u32, jt: u8, jf: u8| libc::sock_filter { code, jt, jf, k };
-    let ld_w_abs = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
-    let jeq_k = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
-    let ret_k = (libc::BPF_RET | libc::BPF_K) as u16;
-    let mut filter = vec![
-        stmt(ld_w_abs, 4), // seccomp_data.arch
-        jump(jeq_k, AUDIT_ARCH_X86_64, 1, 0),
-        stmt(ret_k, SECCOMP_RET_ALLOW),
-        stmt(ld_w_abs, 0), // seccomp_data.nr
-    ];
-    match arg {
-        None => filter.push(jump(jeq_k, nr as u32, 0, 1)),
-        Some((index, value)) => {
-            filter.push(jump(jeq_k, nr as u32, 0, 3));
-            // seccomp_data.args[index], low 32 bits (little-endian)
-            filter.push(stmt(ld_w_abs, 16 + 8 * index));
-            filter.push(jump(jeq_k, value, 0, 1));
-        }
-    }
-    filter.push(stmt(ret_k, SECCOMP_RET_ERRNO | errno as u32));
-    filter.push(stmt(ret_k, SECCOMP_RET_ALLOW));
-    // SAFETY: the closure only makes async-signal-safe system calls on memory it owns.
+    use std::os::unix::process::CommandExt as _;
+    let rules = match arg {
+        // No rule: the system call number alone matches.
+        None => vec![],
+        Some((index, value)) => vec![
+            SeccompRule::new(vec![
+                SeccompCondition::new(index, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value)
+                    .expect("valid condition"),
+            ])
+            .expect("valid rule"),
+        ],
+    };
+    let filter = SeccompFilter::new(
+        [(nr, rules)].into_iter().collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(u32::try_from(errno).expect("errno is positive")),
+        TargetArch::x86_64,
+    )
+    .expect("valid filter");
+    // Compiled before the fork: the pre-exec hook must not allocate.
+    let program: seccompiler::BpfProgram = filter.try_into().expect("filter compiles");
+    // SAFETY: the hook makes two system calls on memory it owns and allocates nothing.
     unsafe {
         command.pre_exec(move || {
-            let prog = libc::sock_fprog {
-                len: filter.len() as u16,
-                filter: filter.as_ptr().cast_mut(),
-            };
-            // Root holds CAP_SYS_ADMIN, so no PR_SET_NO_NEW_PRIVS is needed.
-            if libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
+            // seccompiler sets PR_SET_NO_NEW_PRIVS first; the product runs no setuid programs.
+            seccompiler::apply_filter(&program).map_err(std::io::Error::other)
         });
     }
 }
