@@ -464,3 +464,31 @@ fn check_names_a_program_the_verifier_rejects() {
         "ok"
     );
 }
+
+#[test]
+fn check_as_an_unprivileged_user_names_the_missing_privilege() {
+    use std::os::unix::process::CommandExt as _;
+    let _host = shared();
+    let copy = support::world_readable_copy(DEMO);
+    let mut command = Command::new(&copy.path);
+    command.args(["--check", "--json"]).uid(65534).gid(65534);
+    let run = support::run_command_clean(&mut command);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect(&run.stdout);
+    let privilege = finding(&report, "supervisor privilege");
+    assert_eq!(privilege["status"], "missing", "{report:#}");
+    assert!(
+        privilege["fix"]
+            .as_str()
+            .is_some_and(|f| f.contains("sudo token_userns_demo --check")),
+        "{report:#}"
+    );
+    // The probe is never attempted without the privilege it needs.
+    for name in [
+        "sandbox namespaces",
+        "bpffs delegation and token",
+        "XDP load, attach, count",
+    ] {
+        assert_eq!(finding(&report, name)["status"], "skipped", "{report:#}");
+    }
+}

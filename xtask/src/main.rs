@@ -176,7 +176,10 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Test { args } => {
             let mut command = cargo();
-            command.current_dir(&root).args(["test", "-p", "launcher"]);
+            // The conformance crate runs its own harness: its scenarios fork, one at a time.
+            command
+                .current_dir(&root)
+                .args(["test", "-p", "launcher", "-p", "conformance"]);
             if !is_root() {
                 // The end-to-end tests need root on the real kernel: run test binaries via sudo,
                 // as aya's own xtask does.
