@@ -415,7 +415,7 @@ pub struct Diagnosed {
     pub source: SysError,
     pub diagnosis: Option<&'static Diagnosis>,
     /// What only the caller knows, e.g. which delegation bit is missing.
-    pub detail: Option<String>,
+    pub detail: Option<Box<str>>,
 }
 
 impl Diagnosed {
@@ -452,7 +452,7 @@ impl Diagnosed {
 
     #[must_use]
     pub fn detail(mut self, detail: String) -> Self {
-        self.detail = Some(detail);
+        self.detail = Some(detail.into_boxed_str());
         self
     }
 

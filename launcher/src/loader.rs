@@ -241,7 +241,7 @@ impl<'t> TokenLoader<'t> {
                 };
                 Err(LoadError::Btf {
                     source: self.diagnose(source, &[(DelegateKind::Cmds, btf_load_cmd())]),
-                    log: log_text,
+                    log: log_text.into_boxed_str(),
                 })
             }
         }
@@ -286,8 +286,7 @@ impl<'t> TokenLoader<'t> {
                 name: name.to_owned(),
                 map_type: names()
                     .name_of(DelegateKind::Maps, map_type)
-                    .unwrap_or("unknown")
-                    .to_owned(),
+                    .unwrap_or("unknown"),
                 source: self.diagnose(
                     source,
                     &[
@@ -354,12 +353,10 @@ impl<'t> TokenLoader<'t> {
         let names = names();
         let prog_type = names
             .name_of(DelegateKind::Progs, spec.prog_type as u32)
-            .unwrap_or("unknown")
-            .to_owned();
+            .unwrap_or("unknown");
         let attach_type = names
             .name_of(DelegateKind::Attachs, spec.expected_attach_type)
-            .unwrap_or("unknown")
-            .to_owned();
+            .unwrap_or("unknown");
         match sys::bpf::prog_load(&attr, self.token_fd(), None) {
             Ok(fd) => {
                 log::debug!(
@@ -394,7 +391,7 @@ impl<'t> TokenLoader<'t> {
                             (DelegateKind::Attachs, spec.expected_attach_type),
                         ],
                     ),
-                    log: log_text,
+                    log: log_text.into_boxed_str(),
                 })
             }
         }
@@ -496,11 +493,12 @@ pub enum LoadError {
     #[error("reading the kernel's BTF for CO-RE relocations: {0}")]
     KernelBtf(String),
     #[error("loading the object's BTF: {source}{}", log_suffix(log))]
-    Btf { source: Diagnosed, log: String },
+    Btf { source: Diagnosed, log: Box<str> },
     #[error("creating map `{name}` (type {map_type}): {source}")]
     MapCreate {
         name: String,
-        map_type: String,
+        /// The running kernel's name of the type (names live as long as the process).
+        map_type: &'static str,
         source: Diagnosed,
     },
     #[error("initialising map `{name}`: {source}")]
@@ -511,10 +509,11 @@ pub enum LoadError {
     )]
     ProgLoad {
         name: String,
-        prog_type: String,
-        attach_type: String,
+        prog_type: &'static str,
+        attach_type: &'static str,
         source: Diagnosed,
-        log: String,
+        /// The verifier's log (boxed: errors travel by value through every caller).
+        log: Box<str>,
     },
     #[error("handing map `{name}` to aya: {source}")]
     AyaMap {

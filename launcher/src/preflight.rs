@@ -329,7 +329,7 @@ fn sandbox_probe(options: &CheckOptions) -> Vec<Finding> {
         }
     };
     let supervisor_options = SupervisorOptions {
-        delegation: options.delegation.clone(),
+        delegation: options.delegation,
         veth: None,
         status: None,
         timeout: Some(std::time::Duration::from_secs(10)),
