@@ -83,6 +83,7 @@ pub enum Cause {
     TokenOtherNamespace,
     TokenInitialNamespace,
     TokenNoDelegation,
+    TokenPathDescriptor,
     TokenMissingDelegation,
     TokenCallerLacksCapability,
     LoadWithoutToken,
@@ -257,6 +258,13 @@ pub static TABLE: &[Diagnosis] = &[
         "mount it with delegate_cmds, delegate_maps, delegate_progs and delegate_attachs",
     ),
     row!(
+        TokenPathDescriptor,
+        CreateToken,
+        EBADF,
+        "the descriptor is no open file to the kernel: an O_PATH descriptor, such as the one fsmount returns, counts as none",
+        "open the bpffs root as a directory (for a detached mount, open /proc/self/fd/N)",
+    ),
+    row!(
         TokenMissingDelegation,
         Load,
         EPERM,
@@ -357,7 +365,7 @@ pub static TABLE: &[Diagnosis] = &[
 ];
 
 /// Every cause, for tests that check each is produced somewhere.
-pub const ALL_CAUSES: [Cause; 30] = [
+pub const ALL_CAUSES: [Cause; 31] = [
     Cause::UserNamespacesRestricted,
     Cause::UserNamespaceLimit,
     Cause::UserNamespaceNesting,
@@ -375,6 +383,7 @@ pub const ALL_CAUSES: [Cause; 30] = [
     Cause::TokenOtherNamespace,
     Cause::TokenInitialNamespace,
     Cause::TokenNoDelegation,
+    Cause::TokenPathDescriptor,
     Cause::TokenMissingDelegation,
     Cause::TokenCallerLacksCapability,
     Cause::LoadWithoutToken,

@@ -34,7 +34,12 @@ fn zeroed_attr() -> bpf_attr {
 /// The token argument of a token-aware command: the descriptor goes into `*_token_fd` and
 /// `BPF_F_TOKEN_FD` into the flags (without the flag the kernel ignores the descriptor).
 fn token_parts(token: Option<BorrowedFd<'_>>) -> (i32, u32) {
-    token.map_or((0, 0), |fd| (fd.as_raw_fd(), BPF_F_TOKEN_FD))
+    token.map_or((0, 0), |fd| explicit_token_parts(fd, true))
+}
+
+/// Any descriptor in the token field, with or without `BPF_F_TOKEN_FD`.
+fn explicit_token_parts(fd: BorrowedFd<'_>, token_flag: bool) -> (i32, u32) {
+    (fd.as_raw_fd(), if token_flag { BPF_F_TOKEN_FD } else { 0 })
 }
 
 /// `BPF_TOKEN_CREATE` from the root directory of a bpffs instance.
@@ -111,8 +116,25 @@ pub fn map_create(
     attr_in: &MapCreateAttr<'_>,
     token: Option<BorrowedFd<'_>>,
 ) -> Result<OwnedFd, SysError> {
+    map_create_parts(attr_in, token_parts(token))
+}
+
+/// `BPF_MAP_CREATE` with `map_token_fd` and `BPF_F_TOKEN_FD` chosen separately, for checking
+/// the kernel's rules about them: without the flag the descriptor is ignored, and the flag with
+/// a descriptor that is not a token is EINVAL. Loaders use [`map_create`].
+pub fn map_create_with_token_fd(
+    attr_in: &MapCreateAttr<'_>,
+    token_fd: BorrowedFd<'_>,
+    token_flag: bool,
+) -> Result<OwnedFd, SysError> {
+    map_create_parts(attr_in, explicit_token_parts(token_fd, token_flag))
+}
+
+fn map_create_parts(
+    attr_in: &MapCreateAttr<'_>,
+    (token_fd, token_flag): (i32, u32),
+) -> Result<OwnedFd, SysError> {
     let mut attr = zeroed_attr();
-    let (token_fd, token_flag) = token_parts(token);
     // SAFETY: writing plain integers into the MAP_CREATE member of the union.
     let u = unsafe { &mut attr.__bindgen_anon_1 };
     u.map_type = attr_in.map_type;
@@ -196,8 +218,25 @@ pub fn prog_load(
     token: Option<BorrowedFd<'_>>,
     log: Option<&mut LogBuffer<'_>>,
 ) -> Result<OwnedFd, SysError> {
+    prog_load_parts(attr_in, token_parts(token), log)
+}
+
+/// `BPF_PROG_LOAD` with `prog_token_fd` and `BPF_F_TOKEN_FD` chosen separately (see
+/// [`map_create_with_token_fd`]). Loaders use [`prog_load`].
+pub fn prog_load_with_token_fd(
+    attr_in: &ProgLoadAttr<'_>,
+    token_fd: BorrowedFd<'_>,
+    token_flag: bool,
+) -> Result<OwnedFd, SysError> {
+    prog_load_parts(attr_in, explicit_token_parts(token_fd, token_flag), None)
+}
+
+fn prog_load_parts(
+    attr_in: &ProgLoadAttr<'_>,
+    (token_fd, token_flag): (i32, u32),
+    log: Option<&mut LogBuffer<'_>>,
+) -> Result<OwnedFd, SysError> {
     let mut attr = zeroed_attr();
-    let (token_fd, token_flag) = token_parts(token);
     // SAFETY: writing plain integers into the PROG_LOAD member of the union.
     let u = unsafe { &mut attr.__bindgen_anon_3 };
     u.prog_type = attr_in.prog_type;
