@@ -55,11 +55,11 @@ const PHASES: [(&str, &str); 7] = [
         "sandbox child pid",
     ),
     (
-        "namespaces and id maps (user, mount, net; lo up)",
+        "namespaces and id maps (user, mount)",
         "setresgid(0)/setresuid(0)",
     ),
     (
-        "bpffs and token (fsopen, fsconfig, create, fsmount, token)",
+        "bpffs and token (fsopen; fsconfig while the sandbox creates its network namespace; create, fsmount, token)",
         "token allows allowed_attachs",
     ),
     ("load (BTF, map, program)", "bpf(BPF_PROG_LOAD"),
@@ -118,11 +118,11 @@ const LAUNCH_PHASES: [(&str, &str); 6] = [
         "sandbox child pid",
     ),
     (
-        "namespaces and id maps (user, mount, PID, net; lo up)",
+        "namespaces and id maps (user, mount, PID)",
         "setresgid(0)/setresuid(0)",
     ),
     (
-        "bpffs (fsopen, four fsconfig delegate options, create)",
+        "bpffs (fsopen; four fsconfig delegate options while the sandbox creates its network namespace and brings lo up; create)",
         "superblock created",
     ),
     (
