@@ -447,7 +447,7 @@ fn sandbox(
             }
             Ok(0)
         }
-        SandboxAction::Exec { argv } => pidns::run_as_init(argv, bpffs_path, signals)
+        SandboxAction::Exec { argv } => pidns::run_as_init(argv, bpffs_path)
             .map(ChildExit::exit_code)
             .map_err(SupervisorError::PidNs),
     }

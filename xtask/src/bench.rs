@@ -129,7 +129,10 @@ const LAUNCH_PHASES: [(&str, &str); 6] = [
         "fsmount, move_mount, mountinfo read-back",
         "mounted delegation matches",
     ),
-    ("fork of the command", "exec ["),
+    (
+        "start of the command (posix_spawn: vfork and exec)",
+        "in the PID namespace",
+    ),
     (
         "the command runs and exits, the sandbox exits, wait",
         "sandbox child exited",
