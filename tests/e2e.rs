@@ -403,3 +403,19 @@ fn a_killed_sandbox_is_reported_and_the_supervisor_exits_like_a_shell() {
     );
     assert_eq!(support::host_mounts(), mounts_before);
 }
+
+#[test]
+fn a_missing_bpffs_path_is_refused_before_anything_is_forked() {
+    let _host = shared();
+    let run = run_clean(
+        DEMO,
+        &["-v", "--bpffs-path", "/nonexistent/bpffs", "--", "true"],
+    );
+    assert_eq!(run.code, Some(2), "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("--bpffs-path \"/nonexistent/bpffs\" is not an existing directory"),
+        "{run:#?}"
+    );
+    assert_eq!(run.child_pid(), None, "nothing may be forked: {run:#?}");
+}

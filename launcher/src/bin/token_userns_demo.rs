@@ -144,6 +144,13 @@ impl Cli {
         if path.as_os_str().as_bytes().contains(&0) {
             return Err(format!("--bpffs-path {path:?} contains a NUL byte"));
         }
+        // The sandbox's mount namespace starts as a copy of this one: a missing directory here
+        // would only fail later, at move_mount, with a bare ENOENT.
+        if !path.is_dir() {
+            return Err(format!(
+                "--bpffs-path {path:?} is not an existing directory (the sandbox mounts the bpffs on a directory of its copy of the host's mount table)"
+            ));
+        }
         Ok(())
     }
 }
