@@ -33,7 +33,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 use nix::unistd::{ForkResult, Pid};
@@ -324,23 +323,13 @@ fn sandbox(
     signals: &BlockedSignals,
 ) -> Result<i32, SupervisorError> {
     die_with_supervisor(channel)?;
-    let sys = |step, call| {
-        move |errno| SupervisorError::Sandbox {
-            step,
-            source: Diagnosed::unexplained(SysError { call, errno }),
-        }
-    };
     // The new mount namespace copied the host's propagation: make it private so nothing mounted
     // here can propagate back to the host. Full capabilities in the new user namespace are
     // enough, so this runs while the supervisor writes the id maps.
-    nix::mount::mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(sys("making / private", "mount(\"/\", MS_REC | MS_PRIVATE)"))?;
+    sys::mount::make_tree_private().map_err(|source| SupervisorError::Sandbox {
+        step: "making / private",
+        source: Diagnosed::unexplained(source),
+    })?;
     log::debug!("mount(/, MS_REC|MS_PRIVATE)");
     channel.wait_id_maps().map_err(SupervisorError::Channel)?;
     userns::become_namespace_root().map_err(SupervisorError::UserNs)?;

@@ -106,3 +106,19 @@ pub fn move_mount_to(mount: BorrowedFd<'_>, target: &CStr) -> Result<(), SysErro
     };
     unit_result(ret, "move_mount")
 }
+
+/// `mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)`: a new mount namespace starts with the
+/// propagation of the one it was copied from; this stops its mounts from reaching the original.
+pub fn make_tree_private() -> Result<(), SysError> {
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|errno| SysError {
+        call: "mount(\"/\", MS_REC | MS_PRIVATE)",
+        errno,
+    })
+}

@@ -23,7 +23,6 @@ use bpf_token_launcher::sys::{self, Errno, SysError};
 use bpf_token_launcher::token::{Token, TokenError};
 use bpf_token_launcher::userns::{self, HostIdentity, OVERFLOW_ID};
 use libtest_mimic::Failed;
-use nix::mount::MsFlags;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{Signal, kill};
@@ -484,14 +483,7 @@ fn set_up_child(namespaces: Namespaces, parent: Pid, peer: &Peer) -> Result<(), 
     };
     die_with_parent()?;
     if namespaces != Namespaces::User {
-        nix::mount::mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )
-        .context("mount(/, MS_REC | MS_PRIVATE)")?;
+        sys::mount::make_tree_private().context("making / private")?;
     }
     if namespaces == Namespaces::UserMountNet {
         nix::sched::unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
