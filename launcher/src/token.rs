@@ -11,7 +11,7 @@ use crate::policy::{DelegateKind, Delegation, Mask};
 use crate::sys::{self, Errno, SysError};
 
 /// `statfs.f_type` of a bpffs instance (`BPF_FS_MAGIC`).
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const BPF_FS_MAGIC: u32 = 0xcafe_4a11;
 
 /// A BPF token: the right to run the delegated `bpf()` commands in the token's user namespace.
 #[derive(Debug)]
@@ -94,7 +94,7 @@ pub fn parse_token_fdinfo(text: &str) -> Option<Delegation> {
 /// `kernel/bpf/token.c` checks the root before anything else about the bpffs).
 fn diagnose_create_failure(source: SysError, root: BorrowedFd<'_>) -> Diagnosed {
     match (source.errno, nix::sys::statfs::fstatfs(root)) {
-        (Errno::EINVAL, Ok(st)) if st.filesystem_type().0 != BPF_FS_MAGIC => {
+        (Errno::EINVAL, Ok(st)) if st.filesystem_type().0 as u32 != BPF_FS_MAGIC => {
             Diagnosed::with_cause(Cause::TokenNotBpffs, source)
                 .detail(format!("filesystem magic {:#x}", st.filesystem_type().0))
         }

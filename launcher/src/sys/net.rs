@@ -31,13 +31,13 @@ pub fn set_link_up(name: &str) -> Result<(), SysError> {
     let sock = unsafe { OwnedFd::from_raw_fd(raw) };
     let mut req = ifreq_for(name)?;
     // SAFETY: req is a valid ifreq with a NUL-terminated name.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req) } < 0 {
         return Err(SysError::last("ioctl(SIOCGIFFLAGS)"));
     }
     // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
     unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
     // SAFETY: as above.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req) } < 0 {
         return Err(SysError::last("ioctl(SIOCSIFFLAGS)"));
     }
     Ok(())
