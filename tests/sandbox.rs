@@ -85,6 +85,62 @@ fn a_command_killing_itself_gives_128_plus_the_signal() {
     assert_eq!(run.code, Some(143), "{run:#?}");
 }
 
+/// The setup keeps the supervisor and the sandbox on one CPU each; the command must get the
+/// caller's CPUs back, whatever they are.
+#[test]
+fn the_command_runs_on_the_callers_cpus() {
+    let _host = shared();
+    let allowed_list = |status: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .map(|v| v.trim().to_owned())
+            .expect("Cpus_allowed_list in /proc/<pid>/status")
+    };
+    let own = allowed_list(&std::fs::read_to_string("/proc/self/status").unwrap());
+    let run = run_command_clean(Command::new(DEMO).args([
+        "-v",
+        "--",
+        "grep",
+        "Cpus_allowed_list",
+        "/proc/self/status",
+    ]));
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert_eq!(allowed_list(&run.stdout), own, "{run:#?}");
+    let cpus = nix::sched::sched_getaffinity(Pid::from_raw(0)).unwrap();
+    let allowed: Vec<usize> = (0..nix::sched::CpuSet::count())
+        .filter(|&cpu| cpus.is_set(cpu).unwrap())
+        .collect();
+    if allowed.len() > 1 {
+        assert!(
+            run.stderr.contains("setup runs with the supervisor on CPU"),
+            "{run:#?}"
+        );
+    }
+
+    // A caller restricted to one CPU: no separate CPU for the sandbox, and the command keeps
+    // the restriction.
+    let only = *allowed.last().unwrap();
+    let mut command = Command::new(DEMO);
+    command.args(["-v", "--", "grep", "Cpus_allowed_list", "/proc/self/status"]);
+    // SAFETY: sched_setaffinity is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt as _;
+        command.pre_exec(move || {
+            let mut set = nix::sched::CpuSet::new();
+            set.set(only).map_err(std::io::Error::from)?;
+            nix::sched::sched_setaffinity(Pid::from_raw(0), &set).map_err(std::io::Error::from)
+        });
+    }
+    let run = run_command_clean(&mut command);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert_eq!(allowed_list(&run.stdout), only.to_string(), "{run:#?}");
+    assert!(
+        !run.stderr.contains("setup runs with the supervisor on CPU"),
+        "{run:#?}"
+    );
+}
+
 #[test]
 fn token_trace_finds_the_token_at_the_default_path_and_the_policy_is_enforced() {
     let _host = shared();

@@ -34,6 +34,7 @@ pub mod mountinfo;
 pub mod net;
 pub mod object;
 pub mod pidns;
+pub mod placement;
 pub mod policy;
 pub mod preflight;
 pub mod relay;

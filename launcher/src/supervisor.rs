@@ -21,8 +21,8 @@
 //! whatever form the value takes. The order overlaps the two slowest steps: the sandbox sends
 //! its bpffs context as soon as it has one (the id maps must come first: the superblock's owner
 //! is the caller's fsuid at `fsopen`, which must be the mapped host user, not host root) and
-//! creates its network namespace while the supervisor sets the options, on the other CPU when
-//! there is one (about 0.3 ms less per launch here). The masks go to the kernel as numbers, and
+//! creates its network namespace while the supervisor sets the options, each on a CPU of its
+//! own when there are two ([`crate::placement`]). The masks go to the kernel as numbers, and
 //! the read-back is checked against the built-in names first, so a run without `-v` never reads
 //! the kernel's BTF itself.
 
@@ -45,6 +45,7 @@ use crate::logging::{self, Role};
 use crate::mountinfo;
 use crate::net::{self, NetError, VethPair};
 use crate::pidns::{self, PidNsError};
+use crate::placement::Placement;
 use crate::policy::{Delegation, EnumNames, PolicyMismatch};
 pub use crate::relay::ChildExit;
 use crate::relay::{self, BlockedSignals, Reap};
@@ -102,6 +103,10 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
     // loop, in the supervisor and in the sandbox alike.
     let signals = BlockedSignals::block().map_err(SupervisorError::Signals)?;
     let deadline = options.timeout.map(|t| (Instant::now() + t, t));
+    let placement = Placement::choose();
+    if let Some(placement) = &placement {
+        placement.pin_supervisor();
+    }
     // A command gets a PID namespace with the sandbox as its init; the demo runs in the sandbox
     // process itself, which must not be an init (the kernel drops Ctrl-C to one).
     let (namespaces, call) = match options.action {
@@ -124,13 +129,16 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
     })?;
     match forked {
         ForkResult::Child => {
+            if let Some(placement) = &placement {
+                placement.pin_sandbox();
+            }
             if let SandboxAction::Probe { stderr } = &options.action {
                 // Best effort: if it fails, the messages reach the caller's stderr instead.
                 let _ = nix::unistd::dup2_stderr(stderr.as_fd());
             }
             logging::set_role(Role::Sandbox);
             drop(pair.supervisor);
-            let result = sandbox(&pair.sandbox, options, &signals);
+            let result = sandbox(&pair.sandbox, options, &signals, placement.as_ref());
             let code = match result {
                 Ok(code) => code,
                 Err(err) => {
@@ -148,6 +156,13 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
             logging::set_role(Role::Supervisor);
             drop(pair.sandbox);
             log::debug!("{call} = sandbox child pid {child}");
+            if let Some(placement) = &placement {
+                log::debug!(
+                    "setup runs with the supervisor on CPU {} and the sandbox on CPU {}",
+                    placement.supervisor_cpu(),
+                    placement.sandbox_cpu()
+                );
+            }
             let waited = |deadline| {
                 relay::wait_forwarding(child, Reap::ChildOnly, deadline)
                     .map_err(SupervisorError::Wait)
@@ -321,6 +336,7 @@ fn sandbox(
     channel: &SandboxChannel,
     options: &SupervisorOptions,
     signals: &BlockedSignals,
+    placement: Option<&Placement>,
 ) -> Result<i32, SupervisorError> {
     die_with_supervisor(channel)?;
     // The new mount namespace copied the host's propagation: make it private so nothing mounted
@@ -436,9 +452,15 @@ fn sandbox(
             }
             Ok(0)
         }
-        SandboxAction::Exec { argv } => pidns::run_as_init(argv, bpffs_path)
-            .map(ChildExit::exit_code)
-            .map_err(SupervisorError::PidNs),
+        SandboxAction::Exec { argv } => {
+            // The command runs on the caller's CPUs, not on the one the setup was kept on.
+            if let Some(placement) = placement {
+                placement.release();
+            }
+            pidns::run_as_init(argv, bpffs_path)
+                .map(ChildExit::exit_code)
+                .map_err(SupervisorError::PidNs)
+        }
     }
 }
 
