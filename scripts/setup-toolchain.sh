@@ -4,6 +4,7 @@
 # Installs only what is missing:
 #   - Debian packages LLVM 22 (bpf-linker links against it), iproute2 (tests inspect links)
 #   - the nightly toolchain's rust-src (the eBPF crate is built with -Z build-std=core)
+#   - the x86_64-unknown-linux-musl target (the project's binaries are static)
 #   - bpf-linker 0.13.0 built against LLVM 22
 # and checks that the nightly rustc and bpf-linker agree on the LLVM major version: an object
 # produced by a newer LLVM than the linker's cannot be linked, and the error from the linker is
@@ -53,6 +54,14 @@ else
   say "nightly rust-src present"
 fi
 
+# The project builds static musl executables (.cargo/config.toml) with the default toolchain.
+if ! rustup target list --installed | grep -qx 'x86_64-unknown-linux-musl'; then
+  say "adding the x86_64-unknown-linux-musl target"
+  rustup target add x86_64-unknown-linux-musl
+else
+  say "musl target present"
+fi
+
 nightly_llvm=$(rustc +nightly -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
 if [[ "$nightly_llvm" != "$LLVM_MAJOR" ]]; then
   die "nightly rustc uses LLVM $nightly_llvm but bpf-linker is built against LLVM $LLVM_MAJOR; \
@@ -63,8 +72,10 @@ installed_linker=$(bpf-linker --version 2>/dev/null | awk '{print $2}' || true)
 if [[ "$installed_linker" != "$BPF_LINKER_VERSION" ]]; then
   say "installing bpf-linker $BPF_LINKER_VERSION against LLVM $LLVM_MAJOR (about 80 s on 2 cores)"
   # bpf-linker's build script reads LLVM_PREFIX; without it, it finds an older llvm-config on PATH.
-  LLVM_PREFIX="/usr/lib/llvm-${LLVM_MAJOR}" cargo install "bpf-linker@${BPF_LINKER_VERSION}" \
-    --locked --no-default-features --features "llvm-${LLVM_MAJOR}"
+  # From / so that the project's .cargo/config.toml (musl target) does not apply: bpf-linker
+  # links the host's LLVM.
+  (cd / && LLVM_PREFIX="/usr/lib/llvm-${LLVM_MAJOR}" cargo install "bpf-linker@${BPF_LINKER_VERSION}" \
+    --locked --no-default-features --features "llvm-${LLVM_MAJOR}")
 else
   say "bpf-linker $installed_linker present"
 fi

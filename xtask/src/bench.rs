@@ -403,6 +403,13 @@ pub fn run(root: &Path, bin_dir: &Path, quick: bool) -> anyhow::Result<()> {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
+    let shown = |path: &Path| {
+        path.strip_prefix(root)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    };
+    let (shown_demo, shown_example) = (shown(&demo), shown(&example));
     let report = format!(
         "# Benchmarks\n\nProduced by `sudo -E cargo xtask bench` (release build) on {date}.\nKernel {kernel}; CPU {cpu}.\n\n\
 ## Demo end to end\n\nWall time of whole processes, {runs} runs each, the four commands interleaved in one run\n\
@@ -438,8 +445,8 @@ probes kernel features on every load; our loader does neither.\n\n{loaders}\n\
 the counter's delta must equal the number sent (the socket may drop some; XDP runs before it).\n\
 The control is the same program with a plain `+=`, built with `--features non-atomic` only for\n\
 this check.\n\n{exactness}\n{control}\n",
-        demo = "target/release/token_userns_demo",
-        example = "target/release/examples/bench_counter",
+        demo = shown_demo,
+        example = shown_example,
     );
     std::fs::write(root.join("BENCHMARKS.md"), report).context("writing BENCHMARKS.md")?;
     eprintln!("xtask: wrote BENCHMARKS.md");

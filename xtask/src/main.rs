@@ -88,11 +88,40 @@ fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
+/// Builds the launcher's binaries in release mode and returns the directory cargo put them in,
+/// which depends on the configured target (`.cargo/config.toml`: static musl binaries, so
+/// `target/x86_64-unknown-linux-musl/release`).
 pub fn build_release(root: &Path) -> anyhow::Result<PathBuf> {
-    run(cargo()
-        .current_dir(root)
-        .args(["build", "--release", "-p", "launcher", "--bins"]))?;
-    Ok(root.join("target/release"))
+    let mut command = cargo();
+    command.current_dir(root).args([
+        "build",
+        "--release",
+        "-p",
+        "launcher",
+        "--bins",
+        "--message-format=json-render-diagnostics",
+    ]);
+    eprintln!("xtask: running {command:?}");
+    let output = command
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("spawning {command:?}"))?;
+    if !output.status.success() {
+        bail!("{command:?} failed: {}", output.status);
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|message| {
+            message["reason"] == "compiler-artifact"
+                && message["target"]["name"] == "token_userns_demo"
+        })
+        .and_then(|message| {
+            Path::new(message["executable"].as_str()?)
+                .parent()
+                .map(Path::to_path_buf)
+        })
+        .context("cargo build reported no token_userns_demo executable")
 }
 
 /// `cargo +nightly` through rustup: cargo-fuzz needs nightly for its sanitizer flags.
@@ -112,7 +141,10 @@ fn fuzz(root: &Path, seconds: u64, target: Option<String>) -> anyhow::Result<()>
         .status()
         .is_ok_and(|status| status.success());
     if !has_cargo_fuzz {
-        run(cargo().args(["install", "cargo-fuzz", "--locked"]))?;
+        // From / so that the project's musl target (.cargo/config.toml) does not apply.
+        run(cargo()
+            .current_dir("/")
+            .args(["install", "cargo-fuzz", "--locked"]))?;
     }
     let launcher = root.join("launcher");
     let targets = match target {
