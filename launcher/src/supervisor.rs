@@ -129,9 +129,6 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
     })?;
     match forked {
         ForkResult::Child => {
-            if let Some(placement) = &placement {
-                placement.pin_sandbox();
-            }
             if let SandboxAction::Probe { stderr } = &options.action {
                 // Best effort: if it fails, the messages reach the caller's stderr instead.
                 let _ = nix::unistd::dup2_stderr(stderr.as_fd());
@@ -155,6 +152,10 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
         ForkResult::Parent { child } => {
             logging::set_role(Role::Supervisor);
             drop(pair.sandbox);
+            if let Some(placement) = &placement {
+                // While the child still waits in this CPU's run queue.
+                placement.move_sandbox(child);
+            }
             log::debug!("{call} = sandbox child pid {child}");
             if let Some(placement) = &placement {
                 log::debug!(
