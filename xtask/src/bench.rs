@@ -247,21 +247,22 @@ pub fn run(root: &Path, bin_dir: &Path, quick: bool) -> anyhow::Result<()> {
             samples: vec![],
         },
     ];
-    // Warm up caches once, then interleave the cases so machine noise hits all of them alike.
+    // Warm up caches once; each group below is interleaved so machine noise hits its cases alike.
     for case in &cases {
         time_once(&case.command)?;
     }
-    for _ in 0..runs {
-        for case in &mut cases {
+    // The launch and its floor first, on their own: after each demo run the kernel goes on
+    // tearing its network namespace down in a worker for ~15 ms (XDP detach, cleanup_net), which
+    // would land on whatever runs next. Their ratio is a target and both are short: more runs.
+    let launch_runs = if quick { runs } else { LAUNCH_RUNS };
+    for _ in 0..launch_runs {
+        for case in &mut cases[2..] {
             let t = time_once(&case.command)?;
             case.samples.push(ms(t));
         }
     }
-    // The launch ratio is a target and these two rows are short: more runs, still interleaved
-    // with each other, keep one noisy stretch of the machine from deciding it.
-    let launch_runs = if quick { runs } else { LAUNCH_RUNS };
-    for _ in runs..launch_runs {
-        for case in &mut cases[2..] {
+    for _ in 0..runs {
+        for case in &mut cases[..2] {
             let t = time_once(&case.command)?;
             case.samples.push(ms(t));
         }
@@ -400,7 +401,9 @@ pub fn run(root: &Path, bin_dir: &Path, quick: bool) -> anyhow::Result<()> {
         .collect();
     plot::wall_times(
         &plot_path,
-        &format!("wall time per run, {runs} runs each, interleaved (bar: median)"),
+        &format!(
+            "wall time per run ({launch_runs} launch and floor runs, {runs} demo runs; bar: median)"
+        ),
         &series,
     )?;
 
@@ -424,10 +427,11 @@ pub fn run(root: &Path, bin_dir: &Path, quick: bool) -> anyhow::Result<()> {
     let (shown_demo, shown_example) = (shown(&demo), shown(&example));
     let report = format!(
         "# Benchmarks\n\nProduced by `sudo -E cargo xtask bench` (release build) on {date}.\nKernel {kernel}; CPU {cpu}.\n\n\
-## Demo end to end\n\nWall time of whole processes, the four commands interleaved in one run (after one warm-up run\n\
-each), so the ratios compare like with like on this noisy machine: `{demo}`, `{demo} -n`,\n\
-`{demo} -- /bin/true`, `unshare -Urnm true`; {runs} runs each, then {launch_runs} in all for the last two,\n\
-still interleaved, because their ratio is a target.\n\n{table}\n\
+## Demo end to end\n\nWall time of whole processes in one run, after one warm-up run each: first `{demo} -- /bin/true`\n\
+and `unshare -Urnm true` alternating, {launch_runs} runs each (their ratio is a target), then `{demo}`\n\
+and `{demo} -n` alternating, {runs} runs each. Alternating makes machine noise hit both sides of a\n\
+ratio alike; the launch goes first because the kernel tears each demo's network namespace down in\n\
+a worker for ~15 ms after the demo exits, which would land on whatever runs next.\n\n{table}\n\
 The sandbox launch does what `unshare -Urnm` does (user, mount and network namespaces, id maps,\n\
 `/` private) plus: starting the supervisor (a static musl executable: it reaches `main` faster than\n\
 the dynamically linked `/bin/true`), `clone3` of the sandbox with a PID namespace, `lo` up, the\n\
