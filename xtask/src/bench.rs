@@ -201,6 +201,40 @@ fn phase_breakdown(
     })
 }
 
+/// The `cpu` line of `/proc/stat`: all jiffies, and those the hypervisor ran something else.
+#[derive(Clone, Copy)]
+struct CpuTimes {
+    total: u64,
+    steal: u64,
+}
+
+impl CpuTimes {
+    fn read() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        // user nice system idle iowait irq softirq steal [guest guest_nice, already in user]
+        Some(Self {
+            total: fields.iter().take(8).sum(),
+            steal: *fields.get(7)?,
+        })
+    }
+
+    /// The share of CPU time stolen by the hypervisor between `self` and `later`.
+    fn steal_share(&self, later: &Self) -> f64 {
+        let total = later.total.saturating_sub(self.total);
+        if total == 0 {
+            return 0.0;
+        }
+        later.steal.saturating_sub(self.steal) as f64 / total as f64
+    }
+}
+
 fn describe_machine() -> (String, String) {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .unwrap_or_default()
@@ -255,12 +289,17 @@ pub fn run(root: &Path, bin_dir: &Path, quick: bool) -> anyhow::Result<()> {
     // tearing its network namespace down in a worker for ~15 ms (XDP detach, cleanup_net), which
     // would land on whatever runs next. Their ratio is a target and both are short: more runs.
     let launch_runs = if quick { runs } else { LAUNCH_RUNS };
+    let cpu_before = CpuTimes::read();
     for _ in 0..launch_runs {
         for case in &mut cases[2..] {
             let t = time_once(&case.command)?;
             case.samples.push(ms(t));
         }
     }
+    let steal = cpu_before.zip(CpuTimes::read()).map_or_else(
+        || "unknown".to_owned(),
+        |(a, b)| format!("{:.1}%", a.steal_share(&b) * 100.0),
+    );
     for _ in 0..runs {
         for case in &mut cases[..2] {
             let t = time_once(&case.command)?;
@@ -440,7 +479,10 @@ mountinfo read-back, and the start of the command. The kernel walks the vmlinux 
 delegate option (~0.2 ms each, whatever the form of the value) and again to show the options in\n\
 mountinfo, about 1 ms of kernel time the floor never spends; the supervisor's options overlap the\n\
 sandbox's network namespace creation, each process on a CPU of its own (`launcher/src/placement.rs`).\n\
-Target: at most 1.5x the floor.\n\n\
+Target: at most 1.5x the floor. While the launch and floor runs ran, the hypervisor took {steal} of\n\
+this VM's CPU time (steal time in `/proc/stat`); the ratio grows with it, because a launch hands\n\
+work between two processes on two vCPUs several times and each handoff waits for a vCPU to run,\n\
+where the floor is one process after another.\n\n\
 ## Where the time goes\n\nFrom the timestamps of `token_userns_demo -v` (each phase ends at the first trace line of the next\n\
 step), summed over {runs} runs. The `-v` runs are separate from the timed runs above.\n\n{phases}\n\
 Reading: the user-space work (namespaces, bpffs, token, BTF/map/program load, traffic) takes a few\n\
