@@ -305,9 +305,19 @@ fn check_with_failing(
     arg: Option<(u8, u64)>,
     errno: i32,
 ) -> (Option<i32>, serde_json::Value) {
+    check_with_failures(&[(nr, arg, errno)])
+}
+
+/// A system call to fail: its number, the argument it must match (index, value), the errno.
+type Injection = (i64, Option<(u8, u64)>, i32);
+
+/// As [`check_with_failing`], with every call of `failures` failing.
+fn check_with_failures(failures: &[Injection]) -> (Option<i32>, serde_json::Value) {
     let mut command = Command::new(DEMO);
     command.args(["--check", "--json"]);
-    support::inject_syscall_result(&mut command, nr, arg, errno);
+    for &(nr, arg, errno) in failures {
+        support::inject_syscall_result(&mut command, nr, arg, errno);
+    }
     let run = support::run_command_clean(&mut command);
     let report: serde_json::Value =
         serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {run:#?}"));
@@ -396,19 +406,11 @@ fn check_names_a_kernel_without_btf() {
     // still gets EFAULT, so std trusts the ENOENT instead of falling back to newfstatat) and
     // with stat on musl, the project's build: both fail here.
     const AT_FDCWD: u64 = libc::AT_FDCWD as u32 as u64;
-    let mut command = Command::new(DEMO);
-    command.args(["--check", "--json"]);
-    support::inject_syscall_result(
-        &mut command,
-        libc::SYS_statx,
-        Some((0, AT_FDCWD)),
-        libc::ENOENT,
-    );
-    support::inject_syscall_result(&mut command, libc::SYS_stat, None, libc::ENOENT);
-    let run = support::run_command_clean(&mut command);
-    let report: serde_json::Value =
-        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {run:#?}"));
-    assert_check_names(run.code, &report, "kernel BTF", Cause::NoKernelBtf);
+    let (code, report) = check_with_failures(&[
+        (libc::SYS_statx, Some((0, AT_FDCWD)), libc::ENOENT),
+        (libc::SYS_stat, None, libc::ENOENT),
+    ]);
+    assert_check_names(code, &report, "kernel BTF", Cause::NoKernelBtf);
 }
 
 #[test]

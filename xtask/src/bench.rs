@@ -33,6 +33,17 @@ fn time_once(command: &[String]) -> anyhow::Result<Duration> {
     Ok(elapsed)
 }
 
+/// `rounds` rounds of one run of each case in turn, so machine noise hits them alike.
+fn time_alternating(cases: &mut [Case], rounds: usize) -> anyhow::Result<()> {
+    for _ in 0..rounds {
+        for case in cases.iter_mut() {
+            let t = time_once(&case.command)?;
+            case.samples.push(ms(t));
+        }
+    }
+    Ok(())
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -290,22 +301,12 @@ pub fn run(root: &Path, bin_dir: &Path, quick: bool) -> anyhow::Result<()> {
     // would land on whatever runs next. Their ratio is a target and both are short: more runs.
     let launch_runs = if quick { runs } else { LAUNCH_RUNS };
     let cpu_before = CpuTimes::read();
-    for _ in 0..launch_runs {
-        for case in &mut cases[2..] {
-            let t = time_once(&case.command)?;
-            case.samples.push(ms(t));
-        }
-    }
+    time_alternating(&mut cases[2..], launch_runs)?;
     let steal = cpu_before.zip(CpuTimes::read()).map_or_else(
         || "unknown".to_owned(),
         |(a, b)| format!("{:.1}%", a.steal_share(&b) * 100.0),
     );
-    for _ in 0..runs {
-        for case in &mut cases[..2] {
-            let t = time_once(&case.command)?;
-            case.samples.push(ms(t));
-        }
-    }
+    time_alternating(&mut cases[..2], runs)?;
     let floor = median_f64(&cases.last().expect("the floor case").samples);
     let mut table = String::new();
     writeln!(
