@@ -54,13 +54,13 @@ else
   say "nightly rust-src present"
 fi
 
-# The project builds static musl executables (.cargo/config.toml) with the default toolchain.
+# `cargo xtask` builds static musl executables with the default toolchain when this target is there.
 if ! rustup target list --installed | grep -qx 'x86_64-unknown-linux-musl'; then
   say "adding the x86_64-unknown-linux-musl target"
-  # Not fatal: without it, CARGO_BUILD_TARGET=x86_64-unknown-linux-gnu still builds everything
-  # (dynamically linked, ~1 ms slower to start); .ci/run falls back to that.
+  # Not fatal: without it, cargo xtask builds for x86_64-unknown-linux-gnu (dynamically linked,
+  # ~1 ms slower to start) and says so.
   rustup target add x86_64-unknown-linux-musl ||
-    say "warning: could not add the musl target; build with CARGO_BUILD_TARGET=x86_64-unknown-linux-gnu"
+    say "warning: could not add the musl target; cargo xtask will build glibc binaries"
 else
   say "musl target present"
 fi
@@ -75,8 +75,7 @@ installed_linker=$(bpf-linker --version 2>/dev/null | awk '{print $2}' || true)
 if [[ "$installed_linker" != "$BPF_LINKER_VERSION" ]]; then
   say "installing bpf-linker $BPF_LINKER_VERSION against LLVM $LLVM_MAJOR (about 80 s on 2 cores)"
   # bpf-linker's build script reads LLVM_PREFIX; without it, it finds an older llvm-config on PATH.
-  # From / so that the project's .cargo/config.toml (musl target) does not apply: bpf-linker
-  # links the host's LLVM.
+  # From / so that no project configuration applies: bpf-linker links the host's LLVM.
   (cd / && LLVM_PREFIX="/usr/lib/llvm-${LLVM_MAJOR}" cargo install "bpf-linker@${BPF_LINKER_VERSION}" \
     --locked --no-default-features --features "llvm-${LLVM_MAJOR}")
 else
