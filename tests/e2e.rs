@@ -91,10 +91,11 @@ fn verbose_trace_shows_every_step_and_the_tokens_allowed_set() {
 }
 
 #[test]
-fn sandbox_root_maps_to_nobody_by_default_and_to_sudo_uid_when_set() {
+fn sandbox_root_maps_to_a_transient_id_by_default_and_to_sudo_uid_when_set() {
     let _host = shared();
+    // (maps, the supervisor's pid)
     let uid_of = |envs: &[(&str, &str)]| {
-        let out = Command::new(DEMO)
+        let child = Command::new(DEMO)
             .args([
                 "--",
                 "sh",
@@ -104,17 +105,27 @@ fn sandbox_root_maps_to_nobody_by_default_and_to_sudo_uid_when_set() {
             .env_remove("SUDO_UID")
             .env_remove("SUDO_GID")
             .envs(envs.iter().copied())
-            .output()
+            .stdout(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        let pid = child.id();
+        let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "{out:?}");
-        String::from_utf8_lossy(&out.stdout)
+        let maps = String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
             .collect::<Vec<_>>()
-            .join(" ")
+            .join(" ");
+        (maps, pid)
     };
-    assert_eq!(uid_of(&[]), "0 65534 1 0 65534 1");
+    // Never 65534 (shared with daemons), never host root: an id of this run's own.
+    let transient = |pid: u32| bpf_token_launcher::userns::TRANSIENT_ID_BASE + pid;
+    let (maps, pid) = uid_of(&[]);
+    assert_eq!(maps, format!("0 {0} 1 0 {0} 1", transient(pid)));
+    // `sudo` from a root shell sets SUDO_UID=0: still not host root.
+    let (maps, pid) = uid_of(&[("SUDO_UID", "0"), ("SUDO_GID", "0")]);
+    assert_eq!(maps, format!("0 {0} 1 0 {0} 1", transient(pid)));
     assert_eq!(
-        uid_of(&[("SUDO_UID", "1234"), ("SUDO_GID", "4321")]),
+        uid_of(&[("SUDO_UID", "1234"), ("SUDO_GID", "4321")]).0,
         "0 1234 1 0 4321 1"
     );
     let out = Command::new(DEMO)

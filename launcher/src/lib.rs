@@ -25,6 +25,7 @@
 pub mod bpffs;
 pub mod btf;
 pub mod channel;
+pub mod confine;
 pub mod counter;
 pub mod diagnosis;
 pub mod inventory;

@@ -338,6 +338,8 @@ fn sandbox_probe(options: &CheckOptions) -> Vec<Finding> {
         action: SandboxAction::Probe {
             stderr: Arc::clone(&stderr),
         },
+        capabilities: crate::confine::CapabilityChoice::default(),
+        new_session: false,
     };
     let result = supervisor::run(&supervisor_options);
     drop(supervisor_options);

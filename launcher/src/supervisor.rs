@@ -38,7 +38,8 @@ use nix::sys::signal::Signal;
 use nix::unistd::{ForkResult, Pid};
 
 use crate::bpffs::{self, BpffsError};
-use crate::channel::{ChannelError, SandboxChannel, SupervisorChannel, channel_pair};
+use crate::channel::{ChannelError, CommandEnd, SandboxChannel, SupervisorChannel, channel_pair};
+use crate::confine::{self, CapabilityChoice, ConfineError};
 use crate::counter::{self, TraceError, TraceOptions};
 use crate::diagnosis::{Diagnosed, Step};
 use crate::logging::{self, Role};
@@ -68,6 +69,10 @@ pub struct SupervisorOptions {
     /// Where the delegated bpffs is mounted in the sandbox's own mount namespace.
     pub bpffs_path: PathBuf,
     pub action: SandboxAction,
+    /// The capabilities the sandbox's code (the command, or the demo) keeps.
+    pub capabilities: CapabilityChoice,
+    /// Run the command in a new session, without the caller's controlling terminal.
+    pub new_session: bool,
 }
 
 /// What the sandbox does once it holds the delegated bpffs.
@@ -93,8 +98,8 @@ pub enum SandboxAction {
 /// [`userns::drop_supplementary_groups`]).
 pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
     userns::check_supervisor_privilege().map_err(SupervisorError::Privilege)?;
-    let threads = thread_count();
-    if threads != Some(1) {
+    let threads = thread_count().map_err(SupervisorError::Threads)?;
+    if threads != 1 {
         return Err(SupervisorError::MultiThreaded { threads });
     }
     userns::drop_supplementary_groups().map_err(SupervisorError::UserNs)?;
@@ -138,6 +143,9 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
             let result = sandbox(&pair.sandbox, options, &signals, placement.as_ref());
             let code = match result {
                 Ok(code) => code,
+                Err(SupervisorError::Output(error)) => {
+                    i32::from(logging::stdout_failure("token_userns_demo", &error))
+                }
                 Err(err) => {
                     eprintln!("token_userns_demo: error: {err}");
                     1
@@ -168,12 +176,29 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
                 relay::wait_forwarding(child, Reap::ChildOnly, deadline)
                     .map_err(SupervisorError::Wait)
             };
+            // The deadline covers the setup too: a sandbox stopped (SIGSTOP from a process of
+            // its host uid) or stalled during setup must not hang the supervisor.
+            pair.supervisor.set_deadline(deadline.map(|(at, _)| at));
             match supervise(&pair.supervisor, child, options) {
                 Ok(()) => {
                     let exit = waited(deadline)?;
                     log_peak_memory();
+                    let command = pair.supervisor.command_end();
                     if let Some(status) = &options.status {
-                        status.exited(exit);
+                        status.exited(exit, command);
+                    }
+                    Ok(exit)
+                }
+                Err(SupervisorError::Channel(ChannelError::TimedOut { expected, .. })) => {
+                    let (_, after) = deadline.expect("only a deadline times out");
+                    log::debug!(
+                        "timeout of {after:?} reached during setup, waiting for {expected}: SIGKILL to pid {child}"
+                    );
+                    let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                    let _ = relay::wait_blocking(child);
+                    let exit = ChildExit::TimedOut(after);
+                    if let Some(status) = &options.status {
+                        status.exited(exit, None);
                     }
                     Ok(exit)
                 }
@@ -186,6 +211,18 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
                     })
                 }
                 Err(err) => {
+                    // A sandbox killed from outside during setup makes the step that needed it
+                    // fail in its own way (its /proc files vanish, say): report the death,
+                    // which is the cause.
+                    let dying = matches!(&err, SupervisorError::MountInfo { .. });
+                    let within = Duration::from_millis(if dying { 200 } else { 0 });
+                    if let Ok(Some(exit)) = relay::collect_within(child, within) {
+                        log::debug!("setup failed after the sandbox child ended: {err}");
+                        return Err(SupervisorError::ChildDied {
+                            expected: "the setup to finish".to_owned(),
+                            exit,
+                        });
+                    }
                     // Nothing may outlive a failed run: the child holds the namespaces.
                     let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
                     let _ = relay::wait_blocking(child);
@@ -211,10 +248,8 @@ fn log_peak_memory() {
     );
 }
 
-fn thread_count() -> Option<usize> {
-    std::fs::read_dir("/proc/self/task")
-        .ok()
-        .map(Iterator::count)
+fn thread_count() -> Result<usize, std::io::Error> {
+    Ok(std::fs::read_dir("/proc/self/task")?.count())
 }
 
 /// The supervisor's part: id maps, then delegation and superblock, then the check.
@@ -423,6 +458,8 @@ fn sandbox(
             interface,
             send_traffic,
         } => {
+            // The demo is our own code, but it needs no more than the command would get.
+            confine::drop_now(&options.capabilities).map_err(SupervisorError::Confine)?;
             // The demo runs in this process: let Ctrl-C and kill interrupt it as usual.
             signals.restore().map_err(SupervisorError::Signals)?;
             let trace = TraceOptions {
@@ -433,10 +470,11 @@ fn sandbox(
             };
             let report =
                 counter::run_trace(&trace).map_err(|error| SupervisorError::Trace { error })?;
-            print!("{report}");
+            logging::write_stdout(&report.to_string()).map_err(SupervisorError::Output)?;
             Ok(0)
         }
         SandboxAction::Probe { .. } => {
+            confine::drop_now(&options.capabilities).map_err(SupervisorError::Confine)?;
             signals.restore().map_err(SupervisorError::Signals)?;
             let trace = TraceOptions {
                 token_path: bpffs_path.clone(),
@@ -458,9 +496,20 @@ fn sandbox(
             if let Some(placement) = placement {
                 placement.release();
             }
-            pidns::run_as_init(argv, bpffs_path)
-                .map(ChildExit::exit_code)
-                .map_err(SupervisorError::PidNs)
+            let spec = pidns::CommandSpec {
+                argv,
+                bpffs_path,
+                capabilities: &options.capabilities,
+                new_session: options.new_session,
+            };
+            let exit = pidns::run_as_init(&spec).map_err(SupervisorError::PidNs)?;
+            let end = match exit {
+                ChildExit::Signaled(signal) => CommandEnd::Signaled(signal as u8),
+                other => CommandEnd::Exited(u8::try_from(other.exit_code() & 0xff).unwrap_or(1)),
+            };
+            // Best effort: the supervisor only uses it to name the signal in --json-status.
+            let _ = channel.command_ended(end);
+            Ok(exit.exit_code())
         }
     }
 }
@@ -470,8 +519,10 @@ fn sandbox(
 pub enum SupervisorError {
     #[error("{0}")]
     Privilege(UserNsError),
-    #[error("supervisor: the process has {} threads; fork needs a single-threaded caller", threads.map_or_else(|| "an unknown number of".to_owned(), |t| t.to_string()))]
-    MultiThreaded { threads: Option<usize> },
+    #[error("supervisor: the process has {threads} threads; fork needs a single-threaded caller")]
+    MultiThreaded { threads: usize },
+    #[error("supervisor: reading /proc/self/task to check the process is single-threaded: {}", describe_io(.0))]
+    Threads(std::io::Error),
     #[error("supervisor: fork: {0}")]
     Fork(SysError),
     #[error("supervisor: waiting for the sandbox child: {0}")]
@@ -507,4 +558,19 @@ pub enum SupervisorError {
     Trace { error: TraceError },
     #[error("count: the counter on lo saw {delta} datagrams instead of the 1 sent")]
     ProbeCount { delta: u64 },
+    #[error("sandbox: {0}")]
+    Confine(ConfineError),
+    #[error("writing the report to stdout: {0}")]
+    Output(std::io::Error),
+}
+
+/// An I/O error with the cause of the errors a supervisor can hit for a reason of its caller's.
+fn describe_io(error: &std::io::Error) -> String {
+    match error.raw_os_error() {
+        Some(libc::EMFILE) => format!(
+            "{error}: the caller's descriptor limit is too low (`ulimit -n`); allow at least 64"
+        ),
+        Some(libc::ENFILE) => format!("{error}: the system's file table is full (fs.file-max)"),
+        _ => error.to_string(),
+    }
 }

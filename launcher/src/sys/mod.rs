@@ -9,6 +9,7 @@ pub mod mount;
 pub mod net;
 pub mod netlink;
 pub mod process;
+pub mod seccomp;
 
 use std::fmt;
 use std::os::fd::{FromRawFd as _, OwnedFd};
