@@ -390,7 +390,7 @@ fn classify(result: Result<ChildExit, SupervisorError>, sandbox_said: &str) -> V
         ],
         Err(SupervisorError::Bpffs(e)) => vec![
             ok_namespaces(),
-            Finding::diagnosed(DELEGATION, e.to_string(), e.diagnosed().diagnosis),
+            Finding::diagnosed(DELEGATION, e.to_string(), e.diagnosis()),
             not_reached(XDP),
         ],
         Err(other @ (SupervisorError::ChildDied { .. } | SupervisorError::PolicyMismatch(_))) => {

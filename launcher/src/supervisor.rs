@@ -273,6 +273,7 @@ fn supervise(
         .wait_bpffs_context()
         .map_err(SupervisorError::Channel)?;
     log::debug!("received bpffs context as fd {}", context.as_raw_fd());
+    bpffs::check_is_bpf_context(context.as_fd()).map_err(SupervisorError::Bpffs)?;
     bpffs::delegate_and_create(context.as_fd(), &options.delegation)
         .map_err(SupervisorError::Bpffs)?;
     drop(context);

@@ -56,6 +56,20 @@ fn fsconfig_cmd(fs: BorrowedFd<'_>, cmd: libc::c_uint, call: &'static str) -> Re
 }
 
 /// `fsconfig(fs, FSCONFIG_CMD_CREATE)`: creates the superblock from the configured context.
+/// One message of a filesystem context's log (`read` on the context descriptor), or `None`
+/// when the log is empty (ENODATA).
+pub fn read_context_message(fs: BorrowedFd<'_>) -> Result<Option<String>, SysError> {
+    let mut buf = [0u8; 512];
+    match nix::unistd::read(fs, &mut buf) {
+        Ok(n) => Ok(Some(String::from_utf8_lossy(&buf[..n]).into_owned())),
+        Err(super::Errno::ENODATA) => Ok(None),
+        Err(errno) => Err(SysError {
+            call: "read(fscontext)",
+            errno,
+        }),
+    }
+}
+
 pub fn fsconfig_create(fs: BorrowedFd<'_>) -> Result<(), SysError> {
     fsconfig_cmd(fs, FSCONFIG_CMD_CREATE, "fsconfig(FSCONFIG_CMD_CREATE)")
 }
