@@ -1205,8 +1205,10 @@ impl Classifier<'_> {
             .collect();
         let usable = all.iter().filter(|i| i.usable);
         let class = usable.clone().map(|i| i.class).max().unwrap_or(Nothing);
+        // An attach type only repeats the class of the program types that load with it: the
+        // list would name every attach type as soon as one such program type is delegated.
         let includes = usable
-            .filter(|i| i.class > SandboxLocal)
+            .filter(|i| i.class > SandboxLocal && kind != DelegateKind::Attachs)
             .map(|i| i.name.clone())
             .collect();
         let grants = match kind {

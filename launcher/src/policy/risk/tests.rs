@@ -437,6 +437,8 @@ fn any_gives_a_warning_not_a_refusal() {
     );
     assert_eq!(risk.verdict, Verdict::HostWide);
     assert_eq!(risk.delegate_attachs.len(), 1);
+    assert_eq!(risk.delegate_attachs[0].class, HostWide);
+    assert!(risk.delegate_attachs[0].includes.is_empty());
     let kept = assess(&d, PERFMON, &names());
     assert_eq!(kept.verdict, Verdict::KernelMemoryRead);
     assert!(
