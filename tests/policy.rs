@@ -308,3 +308,34 @@ fn names_in_any_case_and_with_prefixes_reach_the_kernel_as_its_own_names() {
         "{run:#?}"
     );
 }
+
+#[test]
+fn print_policy_json_classifies_the_delegation() {
+    let _host = shared();
+    let object = temp_file("risk.o", COUNTER_OBJECT);
+    let json = run_clean(
+        TRACE,
+        &["--print-policy", object.to_str().unwrap(), "--json"],
+    );
+    std::fs::remove_file(&object).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).expect(&json.stdout);
+    let risk = &value["risk"];
+    assert_eq!(risk["verdict"], "confined", "{value:#}");
+    assert_eq!(
+        risk["caps_kept"],
+        serde_json::json!({"perfmon": false, "sys_admin": false})
+    );
+    let xdp = &risk["delegate_progs"][0];
+    assert_eq!(
+        (&xdp["name"], &xdp["class"], &xdp["usable"]),
+        (&"xdp".into(), &"sandbox-local".into(), &true.into())
+    );
+    assert_eq!(
+        xdp["requires"],
+        serde_json::json!(["CAP_BPF", "CAP_NET_ADMIN"])
+    );
+    assert!(
+        risk.get("refusal").is_none() && risk["warnings"] == serde_json::json!([]),
+        "{risk:#}"
+    );
+}

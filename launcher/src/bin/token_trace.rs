@@ -1,11 +1,12 @@
 //! `token_trace`: create a BPF token from a delegated bpffs, load the XDP counter with it,
 //! attach it, and count one datagram. Also lists the bpffs mounts a caller can see and prints
-//! the least-privilege policy of an eBPF object.
+//! the least-privilege policy of an eBPF object, with what it lets a sandbox reach.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use bpf_token_launcher::counter::{self, TraceOptions};
+use bpf_token_launcher::policy::risk::{self, CapsKept};
 use bpf_token_launcher::policy::{self, DelegateKind, EnumNames};
 use bpf_token_launcher::{inventory, logging};
 use clap::Parser;
@@ -35,7 +36,8 @@ struct Cli {
     /// List every bpffs mounted here, its delegation, and whether a token can be made from it
     #[arg(long, conflicts_with_all = ["token_path", "no_traffic", "interface", "hold", "print_policy"])]
     list: bool,
-    /// Print the least-privilege delegation of an eBPF object (ELF) and exit
+    /// Print the least-privilege delegation of an eBPF object (ELF), and what it lets a sandbox
+    /// reach beyond itself, and exit
     #[arg(long, value_name = "OBJECT", conflicts_with_all = ["token_path", "no_traffic", "interface", "hold"])]
     print_policy: Option<PathBuf>,
     /// With --list or --print-policy: print JSON
@@ -114,6 +116,8 @@ fn print_policy(object: &Path, json: bool) -> ExitCode {
     };
     let options = delegation.fsconfig_options(names);
     let flags = delegation.flags(names);
+    // As token_userns_demo runs a command by default: without CAP_PERFMON and CAP_SYS_ADMIN.
+    let risk = risk::assess(&delegation, CapsKept::DROPPED, names);
     if json {
         let mut out = serde_json::Map::new();
         out.insert("object".to_owned(), object.to_string_lossy().into());
@@ -125,12 +129,19 @@ fn print_policy(object: &Path, json: bool) -> ExitCode {
             out.insert(kind.option().to_owned(), value.into());
         }
         out.insert("flags".to_owned(), flags.into());
+        out.insert(
+            "risk".to_owned(),
+            serde_json::to_value(&risk).expect("the risk report is plain data"),
+        );
         println!("{}", serde_json::Value::Object(out));
     } else {
         for (kind, value) in &options {
             println!("{}={value}", kind.option());
         }
         println!("flags: {}", flags.join(" "));
+        for line in risk.lines() {
+            println!("risk: {line}");
+        }
     }
     ExitCode::SUCCESS
 }

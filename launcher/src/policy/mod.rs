@@ -11,6 +11,7 @@ mod builtin;
 mod file;
 mod from_object;
 mod names;
+pub mod risk;
 
 pub use file::{PolicyFile, PolicyFileError};
 pub use from_object::{ObjectPolicyError, least_privilege, least_privilege_for_elf};
