@@ -430,3 +430,36 @@ fn a_missing_bpffs_path_is_refused_before_anything_is_forked() {
     );
     assert_eq!(run.child_pid(), None, "nothing may be forked: {run:#?}");
 }
+
+#[test]
+fn the_supervisor_creates_a_superblock_only_from_a_bpf_context() {
+    // Issue 13 item 15: the descriptor comes from the sandbox; a context of another filesystem
+    // type must never be configured and created with the supervisor's host privileges.
+    use bpf_token_launcher::bpffs::{self, BpffsError};
+    use bpf_token_launcher::sys::mount::fsopen;
+    use std::os::fd::AsFd as _;
+    let _host = shared();
+    let bpf = fsopen(c"bpf", "fsopen(\"bpf\")").unwrap();
+    bpffs::check_is_bpf_context(bpf.as_fd()).unwrap();
+    // Twice: the probe changes nothing and leaves no message behind.
+    bpffs::check_is_bpf_context(bpf.as_fd()).unwrap();
+    // ramfs accepts unknown options silently, tmpfs logs under its own name.
+    for fs in [c"tmpfs", c"ramfs", c"proc"] {
+        let other = fsopen(fs, "fsopen").unwrap();
+        let err = bpffs::check_is_bpf_context(other.as_fd()).unwrap_err();
+        assert!(
+            matches!(err, BpffsError::NotBpfContext { .. }),
+            "{fs:?}: {err}"
+        );
+        assert!(
+            err.to_string().contains("refusing to create a superblock"),
+            "{err}"
+        );
+    }
+    let file = std::fs::File::open("/dev/null").unwrap();
+    let err = bpffs::check_is_bpf_context(file.as_fd()).unwrap_err();
+    assert!(
+        err.to_string().contains("not a filesystem context"),
+        "{err}"
+    );
+}

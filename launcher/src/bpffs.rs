@@ -25,7 +25,7 @@ pub fn open_context() -> Result<OwnedFd, BpffsError> {
 /// our code at that point; the supervisor must not depend on that.
 ///
 /// A context names its type only in its log: bpffs logs `e bpf: Bad value for 'uid'` for a
-/// uid that cannot exist (`(uid_t)-1`), and changes nothing. Messages of other types carry
+/// `uid` option given without a value (`FSCONFIG_SET_FLAG`), and changes nothing. Messages of other types carry
 /// their own names (`e tmpfs: ...`), and no message of the sandbox's making can start that
 /// way. Whatever the log held before is read and discarded first.
 pub fn check_is_bpf_context(context: BorrowedFd<'_>) -> Result<(), BpffsError> {
@@ -49,14 +49,14 @@ pub fn check_is_bpf_context(context: BorrowedFd<'_>) -> Result<(), BpffsError> {
         Ok(messages)
     };
     drain(context)?;
-    match sys::mount::fsconfig_set_string(context, c"uid", c"4294967295") {
+    match sys::mount::fsconfig_set_flag(context, c"uid") {
         Err(SysError {
             errno: Errno::EINVAL,
             ..
         }) => {}
         other => {
             return Err(BpffsError::NotBpfContext {
-                what: format!("it accepted uid=4294967295 ({other:?})"),
+                what: format!("it took a `uid` flag without a value ({other:?})"),
             });
         }
     }
@@ -138,15 +138,20 @@ pub enum BpffsError {
 }
 
 impl BpffsError {
-    /// The table's diagnosis of the failed call, if the failure was a diagnosed call.
-    pub const fn diagnosis(&self) -> Option<&'static crate::diagnosis::Diagnosis> {
+    /// The failed call with its diagnosis, if the failure was a diagnosed call.
+    pub const fn diagnosed(&self) -> Option<&Diagnosed> {
         match self {
             Self::Open(d)
             | Self::Create(d)
             | Self::Mount(d)
-            | Self::Configure { source: d, .. } => d.diagnosis,
+            | Self::Configure { source: d, .. } => Some(d),
             Self::NotBpfContext { .. } | Self::Probe(_) => None,
         }
+    }
+
+    /// The table's diagnosis of the failed call, if there is one.
+    pub fn diagnosis(&self) -> Option<&'static crate::diagnosis::Diagnosis> {
+        self.diagnosed().and_then(|d| d.diagnosis)
     }
 }
 

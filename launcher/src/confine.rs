@@ -142,6 +142,14 @@ impl CapabilityChoice {
             .collect()
     }
 
+    /// What the token's capability checks will see: the classification's input.
+    pub fn caps_kept(&self) -> crate::policy::risk::CapsKept {
+        crate::policy::risk::CapsKept {
+            perfmon: self.keeps(Capability::CAP_PERFMON),
+            sys_admin: self.keeps(Capability::CAP_SYS_ADMIN),
+        }
+    }
+
     /// Names of the dropped capabilities, for `-v` and `--json-status`.
     pub fn dropped_names(&self) -> Vec<String> {
         self.dropped.iter().map(ToString::to_string).collect()
@@ -208,6 +216,37 @@ pub fn make_undumpable() -> Result<(), ConfineError> {
             errno,
         })
     })
+}
+
+/// Covers every cgroup v2 mount of the sandbox's mount table with an empty read-only tmpfs,
+/// before the command starts; returns the paths covered.
+///
+/// `cgroup_bpf_link_attach` and `cgroup_bpf_prog_attach` take any cgroup v2 directory
+/// descriptor and check no capability: with a cgroup program type delegated, a sandbox that can
+/// open the host's cgroup2 mount (its mount table is a copy of the host's) attaches to the
+/// host's root cgroup and sees or changes the traffic, sockets, sysctl reads and device access
+/// of every host process (measured on 6.18 with `cgroup_sysctl`). Covered, no host cgroup is
+/// reachable: without CAP_SYS_ADMIN the command can neither unmount the cover nor mount a
+/// cgroup2 of its own. cgroup v1 hierarchies stay: BPF programs attach to v2 cgroups only.
+pub fn hide_host_cgroups() -> Result<Vec<std::path::PathBuf>, ConfineError> {
+    let mounts = crate::mountinfo::read(None).map_err(ConfineError::MountTable)?;
+    let mut targets: Vec<_> = mounts
+        .into_iter()
+        .filter(|m| m.fs_type == "cgroup2")
+        .map(|m| m.mount_point)
+        .collect();
+    // Deepest first, so a cover never hides a mount point still to be covered.
+    targets.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    targets.dedup();
+    for target in &targets {
+        crate::sys::mount::cover_with_empty_tmpfs(target).map_err(|source| {
+            ConfineError::HideCgroups {
+                path: target.clone(),
+                source,
+            }
+        })?;
+    }
+    Ok(targets)
 }
 
 /// Terminal ioctls the command must not make: `TIOCSTI` pushes characters into the terminal's
@@ -313,6 +352,13 @@ pub enum ConfineError {
     Capabilities { call: &'static str, error: String },
     #[error("confining the command: {0}")]
     Sys(SysError),
+    #[error("reading the sandbox's mount table: {0}")]
+    MountTable(std::io::Error),
+    #[error("hiding the host's cgroup2 mount at {}: {source}", path.display())]
+    HideCgroups {
+        path: std::path::PathBuf,
+        source: SysError,
+    },
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::diagnosis::{self, Cause, Diagnosed, Diagnosis, Step};
-use crate::policy::Delegation;
+use crate::policy::risk::{self, CapsKept, DelegationRisk};
+use crate::policy::{Delegation, EnumNames};
 use crate::supervisor::{self, ChildExit, SandboxAction, SupervisorError, SupervisorOptions};
 use crate::sys::{self, Errno, ErrnoName};
 use crate::userns::{self, HostIdentity};
@@ -95,6 +96,9 @@ pub struct Report {
     /// True when every requirement is met: the demo can run.
     pub ok: bool,
     pub checks: Vec<Finding>,
+    /// What the checked delegation lets a sandboxed command reach beyond itself, with the
+    /// command's default capabilities.
+    pub risk: DelegationRisk,
 }
 
 impl fmt::Display for Report {
@@ -110,6 +114,9 @@ impl fmt::Display for Report {
             if let Some(fix) = &check.fix {
                 writeln!(f, "{:<8} {:<width$}  fix: {fix}", "", "")?;
             }
+        }
+        for line in self.risk.lines() {
+            writeln!(f, "risk     {line}")?;
         }
         if self.ok {
             writeln!(f, "the demo can run on this machine")
@@ -148,6 +155,11 @@ pub fn check(options: &CheckOptions) -> Report {
     Report {
         ok: checks.iter().all(|c| c.status == Status::Ok),
         checks,
+        risk: risk::assess(
+            &options.delegation,
+            CapsKept::DROPPED,
+            EnumNames::for_running_kernel(),
+        ),
     }
 }
 
@@ -496,6 +508,11 @@ mod tests {
                 Finding::ok("a", "fine".to_owned()),
                 Finding::missing("bb", "gone".to_owned(), "get it"),
             ],
+            risk: risk::assess(
+                &Delegation::default(),
+                CapsKept::DROPPED,
+                &EnumNames::builtin(),
+            ),
         };
         assert_eq!(
             report.to_string(),

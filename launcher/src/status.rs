@@ -2,8 +2,9 @@
 //! JSON object per line.
 //!
 //! - `{"event":"sandbox-ready","supervisor_pid":..,"sandbox_pid":..,"namespaces":{"user":..,
-//!   "mnt":..,"net":..,"pid":..},"bpffs_path":..,"delegation":{"delegate_cmds":..,..}}` once the delegated
-//!   bpffs is verified, before the command starts;
+//!   "mnt":..,"net":..,"pid":..},"bpffs_path":..,"delegation":{"delegate_cmds":..,..},
+//!   "capabilities_dropped":[..],"risk":{..}}` once the delegated bpffs is verified, before the
+//!   command starts (`risk`: what the delegation lets the command reach, [`risk::assess`]);
 //! - `{"event":"exited","exit_code":..,"signal":..,"timed_out":..}` at the end; `signal` names
 //!   the signal that killed the command (or the sandbox), else it is null.
 //!
@@ -21,6 +22,8 @@ use serde_json::{Value, json};
 use nix::sys::signal::Signal;
 
 use crate::channel::CommandEnd;
+use crate::confine::CapabilityChoice;
+use crate::policy::risk;
 use crate::policy::{DelegateKind, Delegation, EnumNames};
 use crate::relay::ChildExit;
 
@@ -66,6 +69,7 @@ impl StatusSink {
         sandbox: Pid,
         bpffs_path: &Path,
         delegation: &Delegation,
+        capabilities: &CapabilityChoice,
         names: &EnumNames,
     ) {
         let namespace = |ns: &str| {
@@ -93,6 +97,8 @@ impl StatusSink {
             },
             "bpffs_path": bpffs_path,
             "delegation": options,
+            "capabilities_dropped": capabilities.dropped_names(),
+            "risk": risk::assess(delegation, capabilities.caps_kept(), names),
         }));
     }
 

@@ -298,7 +298,13 @@ fn supervise(
     verify_mounted_delegation(child, options)?;
     if let Some(status) = &options.status {
         let names = EnumNames::for_running_kernel();
-        status.sandbox_ready(child, &options.bpffs_path, &options.delegation, names);
+        status.sandbox_ready(
+            child,
+            &options.bpffs_path,
+            &options.delegation,
+            &options.capabilities,
+            names,
+        );
     }
     channel
         .delegation_verified()
@@ -496,6 +502,10 @@ fn sandbox(
             // The command runs on the caller's CPUs, not on the one the setup was kept on.
             if let Some(placement) = placement {
                 placement.release();
+            }
+            let covered = confine::hide_host_cgroups().map_err(SupervisorError::Confine)?;
+            if !covered.is_empty() {
+                log::debug!("host cgroup2 mounts covered with empty tmpfs: {covered:?}");
             }
             let spec = pidns::CommandSpec {
                 argv,

@@ -9,6 +9,8 @@ use std::os::unix::ffi::OsStrExt as _;
 
 use bpf_token_launcher::confine::CapabilityChoice;
 use bpf_token_launcher::net::VethPair;
+use bpf_token_launcher::policy::report::PolicyReport;
+use bpf_token_launcher::policy::risk::{self, WarningKind};
 use bpf_token_launcher::policy::{self, DelegateKind, Delegation, EnumNames, PolicyFile};
 use bpf_token_launcher::status::StatusSink;
 use bpf_token_launcher::supervisor::{
@@ -90,8 +92,12 @@ struct Cli {
     /// other options give); exit 0 only when it can
     #[arg(long, conflicts_with_all = ["command", "veth", "json_status", "timeout", "no_traffic", "interface", "bpffs_path", "cap_add", "cap_drop"])]
     check: bool,
-    /// With --check: print the findings as one JSON object
-    #[arg(long, requires = "check")]
+    /// Print the delegation this run would use (options, flags, and what it lets the command
+    /// reach beyond the sandbox with the capabilities it keeps) and exit without running
+    #[arg(long, conflicts_with_all = ["check", "command", "veth", "json_status", "timeout"])]
+    print_policy: bool,
+    /// With --check or --print-policy: print one JSON object
+    #[arg(long)]
     json: bool,
     /// Give the command back a capability it loses by default (perfmon, sys_admin): either one
     /// lets it read kernel memory and trace host processes through the token; repeatable
@@ -256,6 +262,27 @@ fn main() -> ExitCode {
             json,
         }) => check(delegation, identity, json),
         Ok(Prepared::Run(options)) => run(&options),
+        Ok(Prepared::PrintPolicy {
+            delegation,
+            capabilities,
+            json,
+        }) => {
+            let report = PolicyReport::new(
+                &delegation,
+                capabilities.caps_kept(),
+                EnumNames::for_running_kernel(),
+                None,
+            );
+            let text = if json {
+                format!("{}\n", report.json())
+            } else {
+                report.text()
+            };
+            match logging::write_stdout(&text) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => ExitCode::from(logging::stdout_failure("token_userns_demo", &error)),
+            }
+        }
         Err(err) => {
             eprintln!("token_userns_demo: error: {err}");
             ExitCode::from(2)
@@ -270,6 +297,11 @@ enum Prepared {
         json: bool,
     },
     Run(Box<SupervisorOptions>),
+    PrintPolicy {
+        delegation: Delegation,
+        capabilities: CapabilityChoice,
+        json: bool,
+    },
 }
 
 /// Everything about the input is checked here, before anything is forked or mounted; the
@@ -280,10 +312,35 @@ fn prepare(cli: Cli) -> Result<Prepared, String> {
             "nothing after `--`: give the command to run (or drop `--` to run the demo)".to_owned(),
         );
     }
+    if cli.json && !cli.check && !cli.print_policy {
+        return Err("--json goes with --check or --print-policy".to_owned());
+    }
     cli.check_bpffs_path()?;
     let capabilities =
         CapabilityChoice::from_flags(&cli.cap_add, &cli.cap_drop).map_err(|e| e.to_string())?;
     let delegation = cli.delegation()?;
+    if cli.print_policy {
+        return Ok(Prepared::PrintPolicy {
+            delegation,
+            capabilities,
+            json: cli.json,
+        });
+    }
+    // Program types that need CAP_PERFMON are refused unless the command keeps it; other
+    // delegations that reach beyond the sandbox are said. The built-in names suffice (the
+    // kernel's BTF is not read on the launch path); --print-policy shows the kernel's.
+    let risk_warnings = risk::check(&delegation, capabilities.caps_kept(), &EnumNames::builtin())
+        .map_err(|refusal| refusal.to_string())?;
+    if log::log_enabled!(log::Level::Debug) {
+        let names = EnumNames::for_running_kernel();
+        for line in risk::assess(&delegation, capabilities.caps_kept(), names).lines() {
+            log::debug!("delegation: {line}");
+        }
+        log::debug!(
+            "the command loses {}",
+            capabilities.dropped_names().join(", ")
+        );
+    }
     let supervisor_pid = std::process::id();
     let identity = HostIdentity::choose(cli.uid, cli.gid, supervisor_pid);
     if cli.check {
@@ -306,6 +363,13 @@ fn prepare(cli: Cli) -> Result<Prepared, String> {
     }
     close_inherited_descriptors(&cli.preserve_fd)?;
     for warning in capabilities.warnings() {
+        log::warn!("{warning}");
+    }
+    // The --cap-add warning already says what keeping CAP_PERFMON grants.
+    for warning in risk_warnings
+        .iter()
+        .filter(|w| w.kind != WarningKind::KernelMemoryRead)
+    {
         log::warn!("{warning}");
     }
     for warning in identity.warnings(cli.uid.is_some(), cli.gid.is_some()) {

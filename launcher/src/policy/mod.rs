@@ -11,6 +11,7 @@ mod builtin;
 mod file;
 mod from_object;
 mod names;
+pub mod report;
 pub mod risk;
 
 pub use file::{PolicyFile, PolicyFileError};

@@ -439,6 +439,16 @@ macro_rules! cgroup_reach {
 }
 pub const CGROUP_REACH: &str = cgroup_reach!();
 
+/// Why the cgroup program types stay inside the sandbox when the command keeps no
+/// CAP_SYS_ADMIN: the sandbox covers its copies of the host's cgroup2 mounts with empty
+/// read-only tmpfs before the command starts (`confine::hide_host_cgroups`), and without
+/// CAP_SYS_ADMIN the command can neither unmount a cover nor mount a cgroup2 of its own.
+pub const COVERED_CGROUPS: &str = "but the sandbox's copies of the host's cgroup2 mounts are covered, so it has no host cgroup to attach to unless it keeps CAP_SYS_ADMIN (--cap-add sys_admin)";
+
+fn reaches_host_cgroups(entry: &Entry) -> bool {
+    entry.grants.contains(CGROUP_REACH)
+}
+
 /// Which expected attach types a program type loads with: the token checks that attach type
 /// too (`bpf_token_allow_prog_type` in `kernel/bpf/token.c`), after
 /// `bpf_prog_load_fixup_attach_type` and against `bpf_prog_load_check_attach`
@@ -1049,6 +1059,15 @@ struct Classifier<'a> {
 }
 
 impl Classifier<'_> {
+    /// A program type's class for the capabilities kept (see [`COVERED_CGROUPS`]).
+    fn class_of(&self, entry: &Entry) -> RiskClass {
+        if reaches_host_cgroups(entry) && !self.caps.sys_admin {
+            SandboxLocal
+        } else {
+            entry.class
+        }
+    }
+
     fn missing_cap(&self, requires: &[Capability]) -> Option<Capability> {
         requires.iter().copied().find(|c| !self.caps.has(*c))
     }
@@ -1130,6 +1149,11 @@ impl Classifier<'_> {
             DelegateKind::Progs => {
                 let note = self.prog_blocked(value);
                 match prog_entry(value) {
+                    Some(p) if reaches_host_cgroups(&p.entry) && !self.caps.sys_admin => ItemRisk {
+                        class: SandboxLocal,
+                        grants: format!("{}: {COVERED_CGROUPS}", p.entry.grants),
+                        ..from_entry(&p.entry, note)
+                    },
                     Some(p) => from_entry(&p.entry, note),
                     None => ItemRisk {
                         usable: note.is_none(),
@@ -1165,7 +1189,7 @@ impl Classifier<'_> {
             .collect();
         let class = loaders
             .iter()
-            .map(|p| prog_entry(*p).map_or(RiskClass::Unknown, |e| e.entry.class))
+            .map(|p| prog_entry(*p).map_or(RiskClass::Unknown, |e| self.class_of(&e.entry)))
             .max()
             .unwrap_or(Nothing);
         let usable_loaders: Vec<String> = loaders

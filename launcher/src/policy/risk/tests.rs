@@ -427,10 +427,9 @@ fn any_gives_a_warning_not_a_refusal() {
     let any = item(&risk, DelegateKind::Progs, "any");
     assert_eq!(any.class, HostWide);
     assert_eq!(any.opt_in, Some(PERFMON_FLAG));
-    assert!(
-        any.includes.contains(&"cgroup_sysctl".to_owned()),
-        "{any:?}"
-    );
+    // The cgroup types stay inside (their host cgroups are covered): lirc_mode2 drives a host
+    // device.
+    assert_eq!(any.includes, ["lirc_mode2"], "{any:?}");
     assert!(
         !any.includes.contains(&"raw_tracepoint".to_owned()),
         "{any:?}"
@@ -461,17 +460,33 @@ fn every_known_bit_counts_as_any() {
 }
 
 #[test]
-fn cgroup_program_types_are_host_wide_even_with_caps_dropped() {
+fn cgroup_program_types_reach_host_cgroups_only_when_sys_admin_is_kept() {
     let d = parse(
         "map_create:prog_load",
         "array",
         "cgroup_sysctl:cgroup_skb",
         "cgroup_sysctl:cgroup_inet_egress",
     );
+    // By default the sandbox's copies of the host's cgroup2 mounts are covered and the
+    // command cannot uncover them.
     let risk = assess(&d, CapsKept::DROPPED, &names());
-    assert_eq!(risk.verdict, Verdict::HostWide);
     let sysctl = item(&risk, DelegateKind::Progs, "cgroup_sysctl");
     assert!(sysctl.usable);
+    assert_eq!(sysctl.class, SandboxLocal, "{sysctl:?}");
+    assert!(sysctl.grants.contains(COVERED_CGROUPS), "{sysctl:?}");
+    assert_eq!(
+        item(&risk, DelegateKind::Attachs, "cgroup_inet_egress").class,
+        SandboxLocal
+    );
+    assert_eq!(risk.verdict, Verdict::Confined, "{risk:#?}");
+    // With CAP_SYS_ADMIN the command can unmount the covers or mount a cgroup2 of its own.
+    let sys_admin = CapsKept {
+        perfmon: false,
+        sys_admin: true,
+    };
+    let risk = assess(&d, sys_admin, &names());
+    let sysctl = item(&risk, DelegateKind::Progs, "cgroup_sysctl");
+    assert_eq!(sysctl.class, HostWide);
     assert!(sysctl.grants.contains(CGROUP_REACH), "{sysctl:?}");
     assert_eq!(
         item(&risk, DelegateKind::Attachs, "cgroup_inet_egress").class,
@@ -603,8 +618,8 @@ fn lines_for_people_name_the_item_the_class_and_what_it_grants() {
     let d = parse(
         "map_create:prog_load:btf_get_fd_by_id",
         "array",
-        "xdp:cgroup_sysctl:raw_tracepoint",
-        "xdp:cgroup_sysctl",
+        "xdp:lirc_mode2:raw_tracepoint",
+        "xdp:lirc_mode2",
     );
     let lines = assess(&d, CapsKept::DROPPED, &names()).lines();
     assert_eq!(lines.len(), 4, "{lines:#?}");
@@ -614,9 +629,9 @@ fn lines_for_people_name_the_item_the_class_and_what_it_grants() {
     assert!(lines[1].starts_with(
         "delegate_cmds btf_get_fd_by_id: not usable: the kernel requires CAP_SYS_ADMIN"
     ));
-    assert_eq!(
-        lines[2],
-        "delegate_progs cgroup_sysctl (host-wide): reads, rewrites or denies sysctl access of every process in a cgroup v2 it can open, the host's root cgroup included"
+    assert!(
+        lines[2].starts_with("delegate_progs lirc_mode2 (host-wide): "),
+        "{lines:#?}"
     );
     assert_eq!(lines[3], "verdict: host-wide");
 }
