@@ -473,3 +473,51 @@ fn a_bad_veth_name_is_refused_before_forking() {
     );
     assert_eq!(run.child_pid(), None);
 }
+
+#[test]
+fn the_command_can_open_no_host_cgroup2_to_attach_cgroup_programs_to() {
+    // cgroup_bpf_link_attach takes any cgroup v2 directory fd and checks no capability: with a
+    // cgroup program type delegated, an open host cgroup2 mount reaches every host process.
+    // Every cgroup2 mount point of the sandbox's table must be covered (statfs: not cgroup2).
+    let _host = shared();
+    let host_cgroup2: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            l.split(" - ")
+                .nth(1)
+                .is_some_and(|t| t.starts_with("cgroup2 "))
+        })
+        .map(|l| l.split(' ').nth(4).unwrap().to_owned())
+        .collect();
+    assert!(
+        !host_cgroup2.is_empty(),
+        "this host has no cgroup2 mount: the test would prove nothing"
+    );
+    // statfs magic CGROUP2_SUPER_MAGIC is 0x63677270.
+    let script = host_cgroup2
+        .iter()
+        .map(|p| format!("stat -f -c '%t {p}' {p}; "))
+        .collect::<String>();
+    let run = run_clean(DEMO, &["--", "sh", "-c", &script]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(
+        !run.stdout.contains("63677270"),
+        "a host cgroup2 is open to the command: {run:#?}"
+    );
+    assert_eq!(run.stdout.lines().count(), host_cgroup2.len(), "{run:#?}");
+    // With CAP_SYS_ADMIN kept (and the warning that says what that grants) the command could
+    // uncover them: that is what --cap-add sys_admin is documented to allow.
+    let run = run_clean(
+        DEMO,
+        &[
+            "--cap-add",
+            "sys_admin",
+            "--",
+            "sh",
+            "-c",
+            &format!("umount {0} && stat -f -c %t {0}", host_cgroup2[0]),
+        ],
+    );
+    assert!(run.stdout.contains("63677270"), "{run:#?}");
+}
