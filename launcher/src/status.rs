@@ -4,6 +4,9 @@
 //! - `{"event":"sandbox-ready","supervisor_pid":..,"sandbox_pid":..,"namespaces":{"user":..,
 //!   "mnt":..,"net":..,"pid":..},"bpffs_path":..,"delegation":{"delegate_cmds":..,..}}` once the delegated
 //!   bpffs is verified, before the command starts;
+//! - `{"event":"limits","memory_max":..,"pids_max":..,"cgroups":[{"version":"v1","controllers":
+//!   ["memory"],"path":..,"settings":{"memory.limit_in_bytes":..}},..]}` before that, only when
+//!   the run has a cgroup (`--memory-max`, `--pids-max`, `--cgroup-parent`);
 //! - `{"event":"exited","exit_code":..,"signal":..,"timed_out":..}` at the end.
 
 use std::fs::File;
@@ -14,6 +17,7 @@ use std::sync::Arc;
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
+use crate::cgroup::SandboxCgroup;
 use crate::policy::{DelegateKind, Delegation, EnumNames};
 use crate::relay::ChildExit;
 
@@ -66,6 +70,13 @@ impl StatusSink {
             "bpffs_path": bpffs_path,
             "delegation": options,
         }));
+    }
+
+    /// The sandbox's cgroups and limits, once the sandbox child is in them.
+    pub fn limits(&self, cgroup: &SandboxCgroup) {
+        let mut event = cgroup.to_json();
+        event["event"] = Value::from("limits");
+        self.emit(&event);
     }
 
     pub fn exited(&self, exit: ChildExit) {

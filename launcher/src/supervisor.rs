@@ -38,6 +38,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::{ForkResult, Pid};
 
 use crate::bpffs::{self, BpffsError};
+use crate::cgroup::{CgroupError, Limits, SandboxCgroup};
 use crate::channel::{ChannelError, SandboxChannel, SupervisorChannel, channel_pair};
 use crate::counter::{self, TraceError, TraceOptions};
 use crate::diagnosis::{Diagnosed, Step};
@@ -68,6 +69,9 @@ pub struct SupervisorOptions {
     /// Where the delegated bpffs is mounted in the sandbox's own mount namespace.
     pub bpffs_path: PathBuf,
     pub action: SandboxAction,
+    /// `--memory-max`, `--pids-max`, `--cgroup-parent`: a cgroup for the sandbox, created only
+    /// when this is `Some`.
+    pub limits: Option<Limits>,
 }
 
 /// What the sandbox does once it holds the delegated bpffs.
@@ -120,15 +124,30 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
         ),
     };
 
+    // Before the fork, so the child can be born in it; dropped (killed, removed) on return.
+    let cgroup = options
+        .limits
+        .as_ref()
+        .map(SandboxCgroup::create)
+        .transpose()
+        .map_err(SupervisorError::Cgroup)?;
+    let clone_target = cgroup.as_ref().and_then(SandboxCgroup::clone_target);
+
     // SAFETY: single-threaded (checked above), so the child may run arbitrary code.
-    let forked = unsafe { sys::process::fork_into(namespaces, call) }.map_err(|source| {
-        SupervisorError::UserNs(UserNsError::Create(Diagnosed::new(
-            Step::CreateNamespaces,
-            source,
-        )))
-    })?;
+    let (forked, born_in_cgroup) =
+        unsafe { sys::process::fork_into_cgroup(namespaces, clone_target, call) }.map_err(
+            |source| {
+                SupervisorError::UserNs(UserNsError::Create(Diagnosed::new(
+                    Step::CreateNamespaces,
+                    source,
+                )))
+            },
+        )?;
     match forked {
         ForkResult::Child => {
+            // The copy only closes its descriptors (the keeper then waits for the supervisor
+            // alone); the supervisor's value removes the cgroups.
+            drop(cgroup);
             if let SandboxAction::Probe { stderr } = &options.action {
                 // Best effort: if it fails, the messages reach the caller's stderr instead.
                 let _ = nix::unistd::dup2_stderr(stderr.as_fd());
@@ -157,6 +176,17 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
                 placement.move_sandbox(child);
             }
             log::debug!("{call} = sandbox child pid {child}");
+            if let Some(cgroup) = &cgroup {
+                // The child waits for its id maps: it runs nothing of the command's before.
+                if let Err(err) = cgroup.place(child, born_in_cgroup) {
+                    let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                    let _ = relay::wait_blocking(child);
+                    return Err(SupervisorError::Cgroup(err));
+                }
+                if let Some(status) = &options.status {
+                    status.limits(cgroup);
+                }
+            }
             if let Some(placement) = &placement {
                 log::debug!(
                     "setup runs with the supervisor on CPU {} and the sandbox on CPU {}",
@@ -507,4 +537,6 @@ pub enum SupervisorError {
     Trace { error: TraceError },
     #[error("count: the counter on lo saw {delta} datagrams instead of the 1 sent")]
     ProbeCount { delta: u64 },
+    #[error("sandbox cgroup: {0}")]
+    Cgroup(CgroupError),
 }

@@ -14,7 +14,7 @@ use bpf_token_launcher::supervisor::{
     self, ChildExit, SandboxAction, SupervisorError, SupervisorOptions,
 };
 use bpf_token_launcher::userns::HostIdentity;
-use bpf_token_launcher::{counter, logging, preflight};
+use bpf_token_launcher::{cgroup, counter, logging, preflight};
 use clap::Parser;
 
 /// Fork a sandbox into new user, mount and network namespaces, hand it a bpffs delegated by this
@@ -76,6 +76,18 @@ struct Cli {
     /// Kill the whole sandbox after SECS seconds (fractions allowed) and exit with 124
     #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
     timeout: Option<Duration>,
+    /// Limit the sandbox's memory, BPF maps and other kernel memory included, to BYTES (K, M, G,
+    /// T suffixes: 256M), swap excluded; a cgroup of the sandbox's own
+    #[arg(long, value_name = "BYTES", value_parser = cgroup::parse_memory)]
+    memory_max: Option<u64>,
+    /// Limit the sandbox to N processes and threads, its init and the command included (N >= 2);
+    /// a cgroup of the sandbox's own
+    #[arg(long, value_name = "N", value_parser = cgroup::parse_pids)]
+    pids_max: Option<u64>,
+    /// Create the sandbox's cgroup in this cgroup2 directory instead of the supervisor's own
+    /// cgroup (needed where the supervisor's cgroup v2 cannot give controllers to a child)
+    #[arg(long, value_name = "DIR")]
+    cgroup_parent: Option<PathBuf>,
     /// Write JSON status events (sandbox ready with pids, namespaces and policy; exit status), one
     /// per line, to this already-open file descriptor
     #[arg(long, value_name = "FD")]
@@ -83,7 +95,7 @@ struct Cli {
     /// Check whether this machine can run the demo, one line per requirement with the fix for
     /// what is missing (a throw-away sandbox runs the demo on its own lo, with the delegation the
     /// other options give); exit 0 only when it can
-    #[arg(long, conflicts_with_all = ["command", "veth", "json_status", "timeout", "no_traffic", "interface", "bpffs_path"])]
+    #[arg(long, conflicts_with_all = ["command", "veth", "json_status", "timeout", "no_traffic", "interface", "bpffs_path", "memory_max", "pids_max"])]
     check: bool,
     /// With --check: print the findings as one JSON object
     #[arg(long, requires = "check")]
@@ -166,9 +178,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Err(err)) = cli.cgroup_parent.as_deref().map(cgroup::check_parent) {
+        eprintln!("token_userns_demo: error: {err}");
+        return ExitCode::from(2);
+    }
     let identity = HostIdentity::choose(cli.uid, cli.gid);
     if cli.check {
-        return check(delegation, identity, cli.json);
+        return check(delegation, identity, cli.json, cli.cgroup_parent);
     }
     if identity.uid == 0 {
         log::warn!(
@@ -210,6 +226,12 @@ fn main() -> ExitCode {
         identity,
         bpffs_path: cli.bpffs_path,
         action,
+        limits: Some(cgroup::Limits {
+            memory_max: cli.memory_max,
+            pids_max: cli.pids_max,
+            parent: cli.cgroup_parent,
+        })
+        .filter(cgroup::Limits::wanted),
     };
     match supervisor::run(&options) {
         Ok(exit) => {
@@ -238,10 +260,16 @@ fn main() -> ExitCode {
 }
 
 /// `--check`: the report on stdout; exit 0 only when the demo can run.
-fn check(delegation: Delegation, identity: HostIdentity, json: bool) -> ExitCode {
+fn check(
+    delegation: Delegation,
+    identity: HostIdentity,
+    json: bool,
+    cgroup_parent: Option<PathBuf>,
+) -> ExitCode {
     let report = preflight::check(&preflight::CheckOptions {
         delegation,
         identity,
+        cgroup_parent,
     });
     if json {
         println!(
