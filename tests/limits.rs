@@ -293,20 +293,34 @@ fn the_cgroups_exist_during_the_run_and_are_gone_after_it() {
     );
     assert_eq!(run.code, Some(0), "{run:#?}");
     let pid = run.supervisor_pid().unwrap();
-    let name = format!("/tkn-{pid}");
-    // Where the command ran: a tkn-<pid> cgroup in the memory and pids hierarchies.
+    // The trace names each cgroup: `cgroup: v1 memory /sys/fs/cgroup/memory/.../tkn-<pid> (...)`.
+    let members: Vec<(&str, &str)> = run
+        .stderr
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split("] cgroup: ").nth(1)?.split(' ');
+            let (_version, controllers, path) = (words.next()?, words.next()?, words.next()?);
+            Some((controllers, path))
+        })
+        .collect();
     for controller in ["memory", "pids"] {
-        let line = run
-            .stdout
-            .lines()
-            .find(|l| {
-                l.split(':')
-                    .nth(1)
-                    .is_some_and(|c| c.split(',').any(|c| c == controller))
-                    || (l.starts_with("0::") && run.stderr.contains(&format!("v2 {controller}")))
-            })
-            .unwrap_or_else(|| panic!("no {controller} line\n{run:#?}"));
-        assert!(line.ends_with(&name), "{line}\n{run:#?}");
+        assert!(
+            members
+                .iter()
+                .any(|(c, _)| c.split('+').any(|c| c == controller)),
+            "no {controller} cgroup in the trace\n{run:#?}"
+        );
+    }
+    // The command ran in each of them: its /proc/self/cgroup shows their paths.
+    for (_, path) in &members {
+        assert!(path.ends_with(&format!("/tkn-{pid}")), "{path}");
+        assert!(
+            run.stdout.lines().any(|l| l
+                .splitn(3, ':')
+                .nth(2)
+                .is_some_and(|own| path.ends_with(own))),
+            "the command did not run in {path}\n{run:#?}"
+        );
     }
 }
 
@@ -368,7 +382,8 @@ fn a_killed_supervisor_leaves_no_cgroup_and_no_process() {
 /// limits kills what is in it and removes it.
 #[test]
 fn the_next_run_removes_an_abandoned_cgroup() {
-    let _host = shared();
+    // Exclusive: a concurrent run of another test would remove it first.
+    let _host = support::exclusive();
     // A pid that is surely dead: a child that has been reaped.
     let mut dead = Command::new("true").spawn().unwrap();
     let dead_pid = dead.id();
@@ -377,8 +392,9 @@ fn the_next_run_removes_an_abandoned_cgroup() {
     let stale = own_cgroup_dir("pids").join(format!("tkn-{dead_pid}"));
     std::fs::create_dir(&stale).unwrap();
     // With a process inside, as a killed sandbox's straggler would be.
-    let mut straggler = Command::new("sleep").arg("60").spawn().unwrap();
-    std::fs::write(stale.join("cgroup.procs"), straggler.id().to_string()).unwrap();
+    let straggler = Command::new("sleep").arg("60").spawn().unwrap();
+    let mut straggler = Straggler(straggler, stale.clone());
+    std::fs::write(stale.join("cgroup.procs"), straggler.0.id().to_string()).unwrap();
     let run = run_clean(DEMO, &["-v", "--pids-max", "16", "--", "true"]);
     assert_eq!(run.code, Some(0), "{run:#?}");
     assert!(
@@ -390,8 +406,19 @@ fn the_next_run_removes_an_abandoned_cgroup() {
         run.stderr.contains("removed the abandoned cgroup"),
         "{run:#?}"
     );
-    let status = straggler.wait().unwrap();
+    let status = straggler.0.wait().unwrap();
     assert_eq!(status.signal(), Some(9), "the straggler was not killed");
+}
+
+/// The abandoned cgroup's process and directory, removed even when the test fails.
+struct Straggler(std::process::Child, PathBuf);
+
+impl Drop for Straggler {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = std::fs::remove_dir(&self.1);
+    }
 }
 
 /// This process's cgroup directory in the hierarchy that has `controller` (v2 if its
@@ -524,6 +551,46 @@ fn bad_limits_are_refused_before_forking() {
         assert!(run.stderr.contains(message), "{args:?}\n{run:#?}");
         assert_eq!(run.child_pid(), None, "{args:?} forked\n{run:#?}");
     }
+}
+
+/// A read-only cgroup filesystem, as in most containers: the error names the file, the errno
+/// and the fix, the run stops before forking the sandbox, and the cgroup already made in the
+/// other hierarchy is removed.
+#[test]
+fn a_read_only_cgroup_filesystem_is_explained() {
+    let _host = shared();
+    let pids = own_cgroup_dir("pids");
+    let mount = bpf_token_launcher::mountinfo::read(None)
+        .unwrap()
+        .into_iter()
+        .filter(|m| pids.starts_with(&m.mount_point))
+        .max_by_key(|m| m.mount_point.as_os_str().len())
+        .unwrap()
+        .mount_point;
+    // In a mount namespace of its own, so the host's mount stays writable.
+    let script = format!(
+        "mount -o remount,bind,ro {} && exec {DEMO} -v --memory-max 64M --pids-max 8 -- true",
+        mount.display()
+    );
+    let child = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let run = support::Run::from_output(child.wait_with_output().unwrap());
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(
+        run.stderr.contains("EROFS (Read-only file system)")
+            && run
+                .stderr
+                .contains("read-only, as in most containers; fix: "),
+        "{run:#?}"
+    );
+    assert!(run.stderr.contains(&format!("tkn-{pid}")), "{run:#?}");
+    assert_eq!(run.child_pid(), None, "forked\n{run:#?}");
+    assert_no_cgroup_of(pid, &run);
 }
 
 #[test]

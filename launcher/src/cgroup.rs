@@ -219,14 +219,18 @@ pub fn plan(
             .zip(own_path(&|controllers| controllers.is_empty()))
             .map(|(mount, path)| mount.mount_point.join(path)),
     };
-    let v2_controllers = match &v2_dir {
+    let v2_controllers: Vec<String> = match &v2_dir {
         Some(dir) => {
             let file = dir.join("cgroup.controllers");
-            read(&file)
-                .map_err(|source| CgroupError::Read { path: file, source })?
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect()
+            match read(&file) {
+                Ok(text) => text.split_whitespace().map(str::to_owned).collect(),
+                Err(source) if limits.parent.is_some() => {
+                    return Err(CgroupError::Read { path: file, source });
+                }
+                // The supervisor's own cgroup2 directory unreadable (a cgroup2 mount showing
+                // another part of the tree): the v1 hierarchies may still have the controllers.
+                Err(_) => Vec::new(),
+            }
         }
         None => Vec::new(),
     };
