@@ -528,6 +528,39 @@ fn json_status_reports_the_limits_and_the_cgroups() {
     );
 }
 
+/// The sandbox's root is host uid 0 with `--uid 0`, and host uid 0 owns the cgroup files: the
+/// command can raise its own limit (shown here), and the user is told so.
+#[test]
+fn uid_0_is_warned_that_the_limits_are_not_binding() {
+    let _host = shared();
+    let script = "p=$(awk -F: '$2 == \"memory\" {print $3}' /proc/self/cgroup); \
+        echo 1073741824 > /sys/fs/cgroup/memory$p/memory.limit_in_bytes && echo raised";
+    let run = demo(
+        &["-v", "--uid", "0", "--gid", "0", "--memory-max", "64M"],
+        &["sh".to_owned(), "-c".to_owned(), script.to_owned()],
+        &[],
+    );
+    assert!(
+        run.stderr
+            .contains("--uid 0: the command owns the host's cgroup files"),
+        "{run:#?}"
+    );
+    if own_cgroup_dir("memory")
+        .join("memory.limit_in_bytes")
+        .exists()
+    {
+        assert_eq!(run.stdout.trim(), "raised", "{run:#?}");
+        // The default identity (an unprivileged host uid) cannot.
+        let run = demo(
+            &["-v", "--memory-max", "64M"],
+            &["sh".to_owned(), "-c".to_owned(), script.to_owned()],
+            &[],
+        );
+        assert_eq!(run.stdout.trim(), "", "{run:#?}");
+        assert!(run.stderr.contains("Permission denied"), "{run:#?}");
+    }
+}
+
 #[test]
 fn bad_limits_are_refused_before_forking() {
     let _host = shared();

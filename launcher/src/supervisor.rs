@@ -124,6 +124,12 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
         ),
     };
 
+    if options.limits.is_some() && options.identity.uid == 0 {
+        // The cgroup files belong to host uid 0, which the sandbox's root then is.
+        log::warn!(
+            "--uid 0: the command owns the host's cgroup files, so it can raise or leave its --memory-max and --pids-max"
+        );
+    }
     // Before the fork, so the child can be born in it; dropped (killed, removed) on return.
     let cgroup = options
         .limits
