@@ -5,6 +5,9 @@
 //!   "mnt":..,"net":..,"pid":..},"bpffs_path":..,"delegation":{"delegate_cmds":..,..},
 //!   "capabilities_dropped":[..],"risk":{..}}` once the delegated bpffs is verified, before the
 //!   command starts (`risk`: what the delegation lets the command reach, [`risk::assess`]);
+//! - `{"event":"limits","memory_max":..,"pids_max":..,"cgroups":[{"version":"v1","controllers":
+//!   ["memory"],"path":..,"settings":{"memory.limit_in_bytes":..}},..]}` before that, only when
+//!   the run has a cgroup (`--memory-max`, `--pids-max`, `--cgroup-parent`);
 //! - `{"event":"exited","exit_code":..,"signal":..,"timed_out":..}` at the end; `signal` names
 //!   the signal that killed the command (or the sandbox), else it is null.
 //!
@@ -21,6 +24,7 @@ use serde_json::{Value, json};
 
 use nix::sys::signal::Signal;
 
+use crate::cgroup::SandboxCgroup;
 use crate::channel::CommandEnd;
 use crate::confine::CapabilityChoice;
 use crate::policy::risk;
@@ -100,6 +104,13 @@ impl StatusSink {
             "capabilities_dropped": capabilities.dropped_names(),
             "risk": risk::assess(delegation, capabilities.caps_kept(), names),
         }));
+    }
+
+    /// The sandbox's cgroups and limits, once the sandbox child is in them.
+    pub fn limits(&self, cgroup: &SandboxCgroup) {
+        let mut event = cgroup.to_json();
+        event["event"] = Value::from("limits");
+        self.emit(&event);
     }
 
     /// `command` is how the command ended as the sandbox reported it (the sandbox's own exit

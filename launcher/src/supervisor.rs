@@ -38,6 +38,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::{ForkResult, Pid};
 
 use crate::bpffs::{self, BpffsError};
+use crate::cgroup::{CgroupError, Limits, SandboxCgroup};
 use crate::channel::{ChannelError, CommandEnd, SandboxChannel, SupervisorChannel, channel_pair};
 use crate::confine::{self, CapabilityChoice, ConfineError};
 use crate::counter::{self, TraceError, TraceOptions};
@@ -73,6 +74,9 @@ pub struct SupervisorOptions {
     pub capabilities: CapabilityChoice,
     /// Run the command in a new session, without the caller's controlling terminal.
     pub new_session: bool,
+    /// `--memory-max`, `--pids-max`, `--cgroup-parent`: a cgroup for the sandbox, created only
+    /// when this is `Some`.
+    pub limits: Option<Limits>,
 }
 
 /// What the sandbox does once it holds the delegated bpffs.
@@ -125,15 +129,36 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
         ),
     };
 
+    if options.limits.is_some() && options.identity.uid == 0 {
+        // The cgroup files belong to host uid 0, which the sandbox's root then is.
+        log::warn!(
+            "--uid 0: the command owns the host's cgroup files, so it can raise or leave its --memory-max and --pids-max"
+        );
+    }
+    // Before the fork, so the child can be born in it; dropped (killed, removed) on return.
+    let cgroup = options
+        .limits
+        .as_ref()
+        .map(SandboxCgroup::create)
+        .transpose()
+        .map_err(SupervisorError::Cgroup)?;
+    let clone_target = cgroup.as_ref().and_then(SandboxCgroup::clone_target);
+
     // SAFETY: single-threaded (checked above), so the child may run arbitrary code.
-    let forked = unsafe { sys::process::fork_into(namespaces, call) }.map_err(|source| {
-        SupervisorError::UserNs(UserNsError::Create(Diagnosed::new(
-            Step::CreateNamespaces,
-            source,
-        )))
-    })?;
+    let (forked, born_in_cgroup) =
+        unsafe { sys::process::fork_into_cgroup(namespaces, clone_target, call) }.map_err(
+            |source| {
+                SupervisorError::UserNs(UserNsError::Create(Diagnosed::new(
+                    Step::CreateNamespaces,
+                    source,
+                )))
+            },
+        )?;
     match forked {
         ForkResult::Child => {
+            // The copy only closes its descriptors (the keeper then waits for the supervisor
+            // alone); the supervisor's value removes the cgroups.
+            drop(cgroup);
             if let SandboxAction::Probe { stderr } = &options.action {
                 // Best effort: if it fails, the messages reach the caller's stderr instead.
                 let _ = nix::unistd::dup2_stderr(stderr.as_fd());
@@ -165,6 +190,17 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
                 placement.move_sandbox(child);
             }
             log::debug!("{call} = sandbox child pid {child}");
+            if let Some(cgroup) = &cgroup {
+                // The child waits for its id maps: it runs nothing of the command's before.
+                if let Err(err) = cgroup.place(child, born_in_cgroup) {
+                    let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                    let _ = relay::wait_blocking(child);
+                    return Err(SupervisorError::Cgroup(err));
+                }
+                if let Some(status) = &options.status {
+                    status.limits(cgroup);
+                }
+            }
             if let Some(placement) = &placement {
                 log::debug!(
                     "setup runs with the supervisor on CPU {} and the sandbox on CPU {}",
@@ -573,6 +609,8 @@ pub enum SupervisorError {
     Confine(ConfineError),
     #[error("writing the report to stdout: {0}")]
     Output(std::io::Error),
+    #[error("sandbox cgroup: {0}")]
+    Cgroup(CgroupError),
 }
 
 /// An I/O error with the cause of the errors a supervisor can hit for a reason of its caller's.

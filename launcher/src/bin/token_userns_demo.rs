@@ -18,7 +18,7 @@ use bpf_token_launcher::supervisor::{
 };
 use bpf_token_launcher::sys::file::read_untrusted_file;
 use bpf_token_launcher::userns::HostIdentity;
-use bpf_token_launcher::{counter, logging, preflight};
+use bpf_token_launcher::{cgroup, counter, logging, preflight};
 use clap::Parser;
 
 /// Fork a sandbox into new user, mount and network namespaces, hand it a bpffs delegated by this
@@ -83,6 +83,18 @@ struct Cli {
     /// with 124
     #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
     timeout: Option<Duration>,
+    /// Limit the sandbox's memory, BPF maps and other kernel memory included, to BYTES (K, M, G,
+    /// T suffixes: 256M), swap excluded; a cgroup of the sandbox's own
+    #[arg(long, value_name = "BYTES", value_parser = cgroup::parse_memory)]
+    memory_max: Option<u64>,
+    /// Limit the sandbox to N processes and threads, its init and the command included (N >= 2);
+    /// a cgroup of the sandbox's own
+    #[arg(long, value_name = "N", value_parser = cgroup::parse_pids)]
+    pids_max: Option<u64>,
+    /// Create the sandbox's cgroup in this cgroup2 directory instead of the supervisor's own
+    /// cgroup (needed where the supervisor's cgroup v2 cannot give controllers to a child)
+    #[arg(long, value_name = "DIR")]
+    cgroup_parent: Option<PathBuf>,
     /// Write JSON status events (sandbox ready with pids, namespaces and policy; exit status), one
     /// per line, to this already-open file descriptor
     #[arg(long, value_name = "FD")]
@@ -90,7 +102,7 @@ struct Cli {
     /// Check whether this machine can run the demo, one line per requirement with the fix for
     /// what is missing (a throw-away sandbox runs the demo on its own lo, with the delegation the
     /// other options give); exit 0 only when it can
-    #[arg(long, conflicts_with_all = ["command", "veth", "json_status", "timeout", "no_traffic", "interface", "bpffs_path", "cap_add", "cap_drop"])]
+    #[arg(long, conflicts_with_all = ["command", "veth", "json_status", "timeout", "no_traffic", "interface", "bpffs_path", "cap_add", "cap_drop", "memory_max", "pids_max"])]
     check: bool,
     /// Print the delegation this run would use (options, flags, and what it lets the command
     /// reach beyond the sandbox with the capabilities it keeps) and exit without running
@@ -260,7 +272,8 @@ fn main() -> ExitCode {
             delegation,
             identity,
             json,
-        }) => check(delegation, identity, json),
+            cgroup_parent,
+        }) => check(delegation, identity, json, cgroup_parent),
         Ok(Prepared::Run(options)) => run(&options),
         Ok(Prepared::PrintPolicy {
             delegation,
@@ -295,6 +308,7 @@ enum Prepared {
         delegation: Delegation,
         identity: HostIdentity,
         json: bool,
+        cgroup_parent: Option<PathBuf>,
     },
     Run(Box<SupervisorOptions>),
     PrintPolicy {
@@ -341,6 +355,9 @@ fn prepare(cli: Cli) -> Result<Prepared, String> {
             capabilities.dropped_names().join(", ")
         );
     }
+    if let Some(Err(err)) = cli.cgroup_parent.as_deref().map(cgroup::check_parent) {
+        return Err(err.to_string());
+    }
     let supervisor_pid = std::process::id();
     let identity = HostIdentity::choose(cli.uid, cli.gid, supervisor_pid);
     if cli.check {
@@ -349,6 +366,7 @@ fn prepare(cli: Cli) -> Result<Prepared, String> {
             delegation,
             identity,
             json: cli.json,
+            cgroup_parent: cli.cgroup_parent,
         });
     }
     let veth = cli
@@ -393,6 +411,12 @@ fn prepare(cli: Cli) -> Result<Prepared, String> {
         action,
         capabilities,
         new_session: cli.new_session,
+        limits: Some(cgroup::Limits {
+            memory_max: cli.memory_max,
+            pids_max: cli.pids_max,
+            parent: cli.cgroup_parent,
+        })
+        .filter(cgroup::Limits::wanted),
     })))
 }
 
@@ -452,10 +476,16 @@ fn close_inherited_descriptors(keep: &[i32]) -> Result<(), String> {
 }
 
 /// `--check`: the report on stdout; exit 0 only when the demo can run.
-fn check(delegation: Delegation, identity: HostIdentity, json: bool) -> ExitCode {
+fn check(
+    delegation: Delegation,
+    identity: HostIdentity,
+    json: bool,
+    cgroup_parent: Option<PathBuf>,
+) -> ExitCode {
     let report = preflight::check(&preflight::CheckOptions {
         delegation,
         identity,
+        cgroup_parent,
     });
     let text = if json {
         format!(

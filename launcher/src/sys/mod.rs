@@ -4,6 +4,7 @@
 //! `BorrowedFd` in and `OwnedFd` out, and a [`SysError`] that names the call and the errno.
 
 pub mod bpf;
+pub mod cgroup;
 pub mod file;
 pub mod mount;
 pub mod net;
