@@ -91,10 +91,11 @@ fn verbose_trace_shows_every_step_and_the_tokens_allowed_set() {
 }
 
 #[test]
-fn sandbox_root_maps_to_nobody_by_default_and_to_sudo_uid_when_set() {
+fn sandbox_root_maps_to_a_transient_id_by_default_and_to_sudo_uid_when_set() {
     let _host = shared();
+    // (maps, the supervisor's pid)
     let uid_of = |envs: &[(&str, &str)]| {
-        let out = Command::new(DEMO)
+        let child = Command::new(DEMO)
             .args([
                 "--",
                 "sh",
@@ -104,17 +105,27 @@ fn sandbox_root_maps_to_nobody_by_default_and_to_sudo_uid_when_set() {
             .env_remove("SUDO_UID")
             .env_remove("SUDO_GID")
             .envs(envs.iter().copied())
-            .output()
+            .stdout(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        let pid = child.id();
+        let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "{out:?}");
-        String::from_utf8_lossy(&out.stdout)
+        let maps = String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
             .collect::<Vec<_>>()
-            .join(" ")
+            .join(" ");
+        (maps, pid)
     };
-    assert_eq!(uid_of(&[]), "0 65534 1 0 65534 1");
+    // Never 65534 (shared with daemons), never host root: an id of this run's own.
+    let transient = |pid: u32| bpf_token_launcher::userns::TRANSIENT_ID_BASE + pid;
+    let (maps, pid) = uid_of(&[]);
+    assert_eq!(maps, format!("0 {0} 1 0 {0} 1", transient(pid)));
+    // `sudo` from a root shell sets SUDO_UID=0: still not host root.
+    let (maps, pid) = uid_of(&[("SUDO_UID", "0"), ("SUDO_GID", "0")]);
+    assert_eq!(maps, format!("0 {0} 1 0 {0} 1", transient(pid)));
     assert_eq!(
-        uid_of(&[("SUDO_UID", "1234"), ("SUDO_GID", "4321")]),
+        uid_of(&[("SUDO_UID", "1234"), ("SUDO_GID", "4321")]).0,
         "0 1234 1 0 4321 1"
     );
     let out = Command::new(DEMO)
@@ -418,4 +429,37 @@ fn a_missing_bpffs_path_is_refused_before_anything_is_forked() {
         "{run:#?}"
     );
     assert_eq!(run.child_pid(), None, "nothing may be forked: {run:#?}");
+}
+
+#[test]
+fn the_supervisor_creates_a_superblock_only_from_a_bpf_context() {
+    // Issue 13 item 15: the descriptor comes from the sandbox; a context of another filesystem
+    // type must never be configured and created with the supervisor's host privileges.
+    use bpf_token_launcher::bpffs::{self, BpffsError};
+    use bpf_token_launcher::sys::mount::fsopen;
+    use std::os::fd::AsFd as _;
+    let _host = shared();
+    let bpf = fsopen(c"bpf", "fsopen(\"bpf\")").unwrap();
+    bpffs::check_is_bpf_context(bpf.as_fd()).unwrap();
+    // Twice: the probe changes nothing and leaves no message behind.
+    bpffs::check_is_bpf_context(bpf.as_fd()).unwrap();
+    // ramfs accepts unknown options silently, tmpfs logs under its own name.
+    for fs in [c"tmpfs", c"ramfs", c"proc"] {
+        let other = fsopen(fs, "fsopen").unwrap();
+        let err = bpffs::check_is_bpf_context(other.as_fd()).unwrap_err();
+        assert!(
+            matches!(err, BpffsError::NotBpfContext { .. }),
+            "{fs:?}: {err}"
+        );
+        assert!(
+            err.to_string().contains("refusing to create a superblock"),
+            "{err}"
+        );
+    }
+    let file = std::fs::File::open("/dev/null").unwrap();
+    let err = bpffs::check_is_bpf_context(file.as_fd()).unwrap_err();
+    assert!(
+        err.to_string().contains("not a filesystem context"),
+        "{err}"
+    );
 }

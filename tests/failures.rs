@@ -86,6 +86,19 @@ fn kernel_without_namespaces() {
 }
 
 #[test]
+fn process_limit_reached_names_the_limit_not_an_unexpected_error() {
+    let _host = shared();
+    let run = demo_with_failing(libc::SYS_clone3, None, libc::EAGAIN, &["--", "true"]);
+    assert_diagnosed_failure(
+        &run,
+        "clone3(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID)",
+        libc::EAGAIN,
+        Cause::ProcessLimit,
+    );
+    assert!(run.stderr.contains("pids.max"), "{run:#?}");
+}
+
+#[test]
 fn network_namespace_limit_reached_names_max_net_namespaces() {
     let _host = shared();
     let run = demo_with_failing(

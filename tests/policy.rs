@@ -88,7 +88,9 @@ fn fifty_random_policies_show_in_mountinfo_and_the_token_exactly_as_rendered() {
         let delegation = rng.delegation(names);
         let flags = delegation.flags(names);
         let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
-        args.extend(["-v", "--", "sh", "-c", &script]);
+        // Random sets name tracing program types, refused without the opt-in; this test is
+        // about how any set is mounted and shown.
+        args.extend(["--cap-add", "perfmon", "-v", "--", "sh", "-c", &script]);
         let run = run_clean(DEMO, &args);
         let context = format!("policy {i} (seed {seed:#x}): {flags:?}\n{run:#?}");
         assert_eq!(run.code, Some(0), "{context}");
@@ -306,5 +308,36 @@ fn names_in_any_case_and_with_prefixes_reach_the_kernel_as_its_own_names() {
     assert!(
         run.stderr.contains("delegate_cmds=map_create:prog_load:btf_load,delegate_maps=array,delegate_progs=xdp,delegate_attachs=xdp"),
         "{run:#?}"
+    );
+}
+
+#[test]
+fn print_policy_json_classifies_the_delegation() {
+    let _host = shared();
+    let object = temp_file("risk.o", COUNTER_OBJECT);
+    let json = run_clean(
+        TRACE,
+        &["--print-policy", object.to_str().unwrap(), "--json"],
+    );
+    std::fs::remove_file(&object).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).expect(&json.stdout);
+    let risk = &value["risk"];
+    assert_eq!(risk["verdict"], "confined", "{value:#}");
+    assert_eq!(
+        risk["caps_kept"],
+        serde_json::json!({"perfmon": false, "sys_admin": false})
+    );
+    let xdp = &risk["delegate_progs"][0];
+    assert_eq!(
+        (&xdp["name"], &xdp["class"], &xdp["usable"]),
+        (&"xdp".into(), &"sandbox-local".into(), &true.into())
+    );
+    assert_eq!(
+        xdp["requires"],
+        serde_json::json!(["CAP_BPF", "CAP_NET_ADMIN"])
+    );
+    assert!(
+        risk.get("refusal").is_none() && risk["warnings"] == serde_json::json!([]),
+        "{risk:#}"
     );
 }

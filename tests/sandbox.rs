@@ -171,7 +171,7 @@ fn the_command_cannot_touch_host_interfaces_mounts_or_hostname() {
     let script = "set -u; \
         ip link add tokentest0 type veth peer name tokentest1 && echo link-added; \
         ip -o link show | cut -d: -f2 | tr -d ' ' | sort | tr '\\n' ' '; echo; \
-        mount -t tmpfs tokentest /mnt && echo mounted; \
+        mount -t tmpfs tokentest /mnt 2>/dev/null && echo mounted || echo mount-refused; \
         hostname token-sandbox-test 2>&1 || echo hostname-refused; \
         grep -E '^(Uid|CapEff)' /proc/self/status";
     let hostname_before = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
@@ -184,8 +184,17 @@ fn the_command_cannot_touch_host_interfaces_mounts_or_hostname() {
             .contains("lo tokentest0@tokentest1 tokentest1@tokentest0 \n"),
         "only its own interfaces: {run:#?}"
     );
+    // ...except CAP_SYS_ADMIN (bit 21) and CAP_PERFMON (bit 38), which through the token would
+    // give it kernel memory reads: so no mounts unless --cap-add sys_admin gives it back.
+    assert!(run.stdout.contains("mount-refused\n"), "{run:#?}");
+    assert!(run.stdout.contains("CapEff:\t000001bfffdfffff"), "{run:#?}");
+    let run = run_clean(DEMO, &["--cap-add", "sys_admin", "--", "sh", "-c", script]);
     assert!(run.stdout.contains("mounted\n"), "{run:#?}");
-    assert!(run.stdout.contains("CapEff:\t000001ffffffffff"), "{run:#?}");
+    assert!(run.stdout.contains("CapEff:\t000001bfffffffff"), "{run:#?}");
+    assert!(
+        run.stderr.contains("warning: --cap-add sys_admin") && run.stderr.contains("kernel memory"),
+        "{run:#?}"
+    );
     // ...and none over the host: the hostname (initial UTS namespace) cannot be changed.
     assert!(run.stdout.contains("hostname-refused"), "{run:#?}");
     assert_eq!(
@@ -211,9 +220,11 @@ fn seen_from_the_host_the_command_is_the_mapped_user_in_other_namespaces() {
         .expect("the command process");
     let status = std::fs::read_to_string(format!("/proc/{command}/status")).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    let transient =
+        (bpf_token_launcher::userns::TRANSIENT_ID_BASE + running.supervisor.id()).to_string();
     assert_eq!(
         uid_line.split_whitespace().collect::<Vec<_>>(),
-        ["Uid:", "65534", "65534", "65534", "65534"],
+        ["Uid:", &transient, &transient, &transient, &transient],
         "{status}"
     );
     let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
@@ -461,4 +472,52 @@ fn a_bad_veth_name_is_refused_before_forking() {
         "{run:#?}"
     );
     assert_eq!(run.child_pid(), None);
+}
+
+#[test]
+fn the_command_can_open_no_host_cgroup2_to_attach_cgroup_programs_to() {
+    // cgroup_bpf_link_attach takes any cgroup v2 directory fd and checks no capability: with a
+    // cgroup program type delegated, an open host cgroup2 mount reaches every host process.
+    // Every cgroup2 mount point of the sandbox's table must be covered (statfs: not cgroup2).
+    let _host = shared();
+    let host_cgroup2: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            l.split(" - ")
+                .nth(1)
+                .is_some_and(|t| t.starts_with("cgroup2 "))
+        })
+        .map(|l| l.split(' ').nth(4).unwrap().to_owned())
+        .collect();
+    assert!(
+        !host_cgroup2.is_empty(),
+        "this host has no cgroup2 mount: the test would prove nothing"
+    );
+    // statfs magic CGROUP2_SUPER_MAGIC is 0x63677270.
+    let script = host_cgroup2
+        .iter()
+        .map(|p| format!("stat -f -c '%t {p}' {p}; "))
+        .collect::<String>();
+    let run = run_clean(DEMO, &["--", "sh", "-c", &script]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(
+        !run.stdout.contains("63677270"),
+        "a host cgroup2 is open to the command: {run:#?}"
+    );
+    assert_eq!(run.stdout.lines().count(), host_cgroup2.len(), "{run:#?}");
+    // With CAP_SYS_ADMIN kept (and the warning that says what that grants) the command could
+    // uncover them: that is what --cap-add sys_admin is documented to allow.
+    let run = run_clean(
+        DEMO,
+        &[
+            "--cap-add",
+            "sys_admin",
+            "--",
+            "sh",
+            "-c",
+            &format!("umount {0} && stat -f -c %t {0}", host_cgroup2[0]),
+        ],
+    );
+    assert!(run.stdout.contains("63677270"), "{run:#?}");
 }

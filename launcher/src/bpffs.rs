@@ -10,12 +10,64 @@ use std::os::fd::{AsRawFd as _, BorrowedFd, OwnedFd};
 
 use crate::diagnosis::{Diagnosed, Step};
 use crate::policy::{DelegateKind, Delegation, EnumNames};
-use crate::sys;
+use crate::sys::{self, Errno, SysError};
 
 /// `fsopen("bpf")` in the sandbox (needs its own mount namespace).
 pub fn open_context() -> Result<OwnedFd, BpffsError> {
     sys::mount::fsopen(c"bpf", "fsopen(\"bpf\")")
         .map_err(|source| BpffsError::Open(Diagnosed::new(Step::OpenBpffs, source)))
+}
+
+/// Checks that a descriptor received from the sandbox is a bpf filesystem context before the
+/// supervisor configures and creates it with its host privileges: a context of another type
+/// (a disk filesystem whose `source` the sandbox set, say) would get a superblock created by
+/// host root, which the sandbox could then mount. Not reachable while the sandbox runs only
+/// our code at that point; the supervisor must not depend on that.
+///
+/// A context names its type only in its log: bpffs logs `e bpf: Bad value for 'uid'` for a
+/// `uid` option given without a value (`FSCONFIG_SET_FLAG`), and changes nothing. Messages of other types carry
+/// their own names (`e tmpfs: ...`), and no message of the sandbox's making can start that
+/// way. Whatever the log held before is read and discarded first.
+pub fn check_is_bpf_context(context: BorrowedFd<'_>) -> Result<(), BpffsError> {
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", context.as_raw_fd()))
+        .map(|l| l.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if link != "anon_inode:[fscontext]" {
+        return Err(BpffsError::NotBpfContext {
+            what: format!("not a filesystem context ({link})"),
+        });
+    }
+    let drain = |context| -> Result<Vec<String>, BpffsError> {
+        let mut messages = Vec::new();
+        // The log keeps at most 8 messages.
+        for _ in 0..16 {
+            match sys::mount::read_context_message(context).map_err(BpffsError::Probe)? {
+                Some(message) => messages.push(message),
+                None => break,
+            }
+        }
+        Ok(messages)
+    };
+    drain(context)?;
+    match sys::mount::fsconfig_set_flag(context, c"uid") {
+        Err(SysError {
+            errno: Errno::EINVAL,
+            ..
+        }) => {}
+        other => {
+            return Err(BpffsError::NotBpfContext {
+                what: format!("it took a `uid` flag without a value ({other:?})"),
+            });
+        }
+    }
+    let messages = drain(context)?;
+    if messages.iter().any(|m| m.starts_with("e bpf: ")) {
+        log::debug!("fd {} is a bpf filesystem context", context.as_raw_fd());
+        return Ok(());
+    }
+    Err(BpffsError::NotBpfContext {
+        what: format!("its log says {messages:?}"),
+    })
 }
 
 /// Sets the delegation on a context and creates the superblock (the supervisor's part).
@@ -77,16 +129,29 @@ pub enum BpffsError {
     Create(Diagnosed),
     #[error("mounting the bpffs: {0}")]
     Mount(Diagnosed),
+    #[error(
+        "the descriptor the sandbox sent is not a bpf filesystem context ({what}); refusing to create a superblock from it"
+    )]
+    NotBpfContext { what: String },
+    #[error("checking the filesystem context's type: {0}")]
+    Probe(SysError),
 }
 
 impl BpffsError {
-    pub const fn diagnosed(&self) -> &Diagnosed {
+    /// The failed call with its diagnosis, if the failure was a diagnosed call.
+    pub const fn diagnosed(&self) -> Option<&Diagnosed> {
         match self {
             Self::Open(d)
             | Self::Create(d)
             | Self::Mount(d)
-            | Self::Configure { source: d, .. } => d,
+            | Self::Configure { source: d, .. } => Some(d),
+            Self::NotBpfContext { .. } | Self::Probe(_) => None,
         }
+    }
+
+    /// The table's diagnosis of the failed call, if there is one.
+    pub fn diagnosis(&self) -> Option<&'static crate::diagnosis::Diagnosis> {
+        self.diagnosed().and_then(|d| d.diagnosis)
     }
 }
 

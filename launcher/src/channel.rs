@@ -7,9 +7,11 @@
 //! The descriptor is passed with nix's `sendmsg`/`recvmsg` rather than the `sendfd` crate:
 //! `sendfd` 0.4 receives without `MSG_CMSG_CLOEXEC` and does not report `MSG_CTRUNC`.
 
+use std::cell::Cell;
 use std::fmt;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd};
+use std::time::Instant;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
@@ -35,6 +37,10 @@ pub enum MessageKind {
     BpffsMounted = 5,
     /// Supervisor → sandbox: the mounted delegation is exactly the one asked for; go on.
     DelegationVerified = 6,
+    /// Sandbox → supervisor, as the sandbox exits: how the command ended. The sandbox is the
+    /// PID namespace's init, which cannot die of the command's signal (the kernel ignores
+    /// signals an init sends itself), so its own exit status can only say 128 + N.
+    CommandEnded = 7,
 }
 
 impl MessageKind {
@@ -45,6 +51,7 @@ impl MessageKind {
             Self::SuperblockCreated,
             Self::BpffsMounted,
             Self::DelegationVerified,
+            Self::CommandEnded,
         ]
         .into_iter()
         .find(|k| *k as u8 == tag)
@@ -59,6 +66,7 @@ impl fmt::Display for MessageKind {
             Self::SuperblockCreated => "SuperblockCreated",
             Self::BpffsMounted => "BpffsMounted",
             Self::DelegationVerified => "DelegationVerified",
+            Self::CommandEnded => "CommandEnded",
         })
     }
 }
@@ -97,8 +105,22 @@ pub enum ChannelError {
         peer: &'static str,
         expected: MessageKind,
     },
+    #[error(
+        "the {peer} did not send {expected} before the --timeout deadline (stopped or stalled)"
+    )]
+    TimedOut {
+        peer: &'static str,
+        expected: MessageKind,
+    },
     #[error("{0}")]
     Sys(SysError),
+}
+
+/// How the command ended, as the sandbox reports it ([`MessageKind::CommandEnded`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandEnd {
+    Exited(u8),
+    Signaled(u8),
 }
 
 /// Both ends, before the fork.
@@ -125,10 +147,12 @@ pub fn channel_pair() -> Result<ChannelPair, ChannelError> {
         supervisor: SupervisorChannel(Endpoint {
             fd: a,
             peer: "sandbox child",
+            deadline: Cell::new(None),
         }),
         sandbox: SandboxChannel(Endpoint {
             fd: b,
             peer: "supervisor",
+            deadline: Cell::new(None),
         }),
     })
 }
@@ -136,12 +160,28 @@ pub fn channel_pair() -> Result<ChannelPair, ChannelError> {
 struct Endpoint {
     fd: OwnedFd,
     peer: &'static str,
+    /// Receives give up at this instant (the supervisor's `--timeout`, which covers the setup:
+    /// a sandbox stopped by a same-uid host process must not hang the supervisor).
+    deadline: Cell<Option<Instant>>,
 }
+
+/// The most payload a message carries after its tag.
+const MAX_PAYLOAD: usize = 2;
 
 impl Endpoint {
     fn send(&self, kind: MessageKind, fd: Option<BorrowedFd<'_>>) -> Result<(), ChannelError> {
-        let tag = [kind as u8];
-        let iov = [IoSlice::new(&tag)];
+        self.send_with(kind, &[], fd)
+    }
+
+    fn send_with(
+        &self,
+        kind: MessageKind,
+        payload: &[u8],
+        fd: Option<BorrowedFd<'_>>,
+    ) -> Result<(), ChannelError> {
+        debug_assert!(payload.len() <= MAX_PAYLOAD);
+        let packet = [&[kind as u8], payload].concat();
+        let iov = [IoSlice::new(&packet)];
         let raw: Vec<RawFd> = fd.iter().map(|f| f.as_raw_fd()).collect();
         let cmsgs: Vec<ControlMessage<'_>> = if raw.is_empty() {
             vec![]
@@ -176,9 +216,53 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Waits until a message can be read or the deadline passes.
+    fn wait_readable(&self, expected: MessageKind) -> Result<(), ChannelError> {
+        let Some(deadline) = self.deadline.get() else {
+            return Ok(());
+        };
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ChannelError::TimedOut {
+                    peer: self.peer,
+                    expected,
+                });
+            }
+            // Rounded up so a sub-millisecond remainder does not spin.
+            let ms = i32::try_from(left.as_millis().saturating_add(1)).unwrap_or(i32::MAX);
+            let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, timeout) {
+                Ok(0) | Err(Errno::EINTR) => {}
+                // Readable, or hung up: the receive below tells which.
+                Ok(_) => return Ok(()),
+                Err(errno) => {
+                    return Err(ChannelError::Sys(SysError {
+                        call: "poll",
+                        errno,
+                    }));
+                }
+            }
+        }
+    }
+
     /// Receives one message, which must be `expected`; returns its descriptor if it carried one.
     fn receive(&self, expected: MessageKind) -> Result<Option<OwnedFd>, ChannelError> {
-        let mut tag = [0u8; 2];
+        let (payload, fd) = self.receive_with(expected, 0, MsgFlags::empty())?;
+        debug_assert!(payload.is_empty());
+        Ok(fd)
+    }
+
+    /// Receives one message of kind `expected` with exactly `payload_len` bytes after its tag.
+    fn receive_with(
+        &self,
+        expected: MessageKind,
+        payload_len: usize,
+        extra_flags: MsgFlags,
+    ) -> Result<(Vec<u8>, Option<OwnedFd>), ChannelError> {
+        self.wait_readable(expected)?;
+        let mut tag = [0u8; 2 + MAX_PAYLOAD];
         let mut cmsg_space = nix::cmsg_space!([RawFd; 1]);
         let (len, flags, fds) = loop {
             let mut iov = [IoSliceMut::new(&mut tag)];
@@ -186,7 +270,7 @@ impl Endpoint {
                 self.fd.as_raw_fd(),
                 &mut iov,
                 Some(&mut cmsg_space),
-                MsgFlags::MSG_CMSG_CLOEXEC,
+                MsgFlags::MSG_CMSG_CLOEXEC | extra_flags,
             ) {
                 Ok(msg) => {
                     let mut fds = Vec::new();
@@ -208,6 +292,12 @@ impl Endpoint {
                     break (msg.bytes, msg.flags, fds);
                 }
                 Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => {
+                    return Err(ChannelError::Closed {
+                        peer: self.peer,
+                        expected,
+                    });
+                }
                 // A peer that exits with a message of ours still unread resets the connection
                 // instead of closing it: the same end for the protocol.
                 Err(Errno::ECONNRESET) => {
@@ -230,12 +320,6 @@ impl Endpoint {
                 expected,
             });
         }
-        if len != 1 || flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC) {
-            return Err(ChannelError::Unexpected {
-                expected,
-                got: Received::Truncated,
-            });
-        }
         let got = MessageKind::from_tag(tag[0]).ok_or(ChannelError::Unexpected {
             expected,
             got: Received::UnknownTag(tag[0]),
@@ -244,6 +328,12 @@ impl Endpoint {
             return Err(ChannelError::Unexpected {
                 expected,
                 got: Received::Message(got),
+            });
+        }
+        if len != 1 + payload_len || flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC) {
+            return Err(ChannelError::Unexpected {
+                expected,
+                got: Received::Truncated,
             });
         }
         let wants_fd = expected == MessageKind::BpffsContext;
@@ -265,7 +355,7 @@ impl Endpoint {
             }
         }
         log::trace!("received {got}");
-        Ok(fd)
+        Ok((tag[1..len].to_vec(), fd))
     }
 }
 
@@ -293,6 +383,26 @@ impl SupervisorChannel {
     pub fn delegation_verified(&self) -> Result<(), ChannelError> {
         self.0.send(MessageKind::DelegationVerified, None)
     }
+
+    /// Every wait from now on gives up at `deadline` with [`ChannelError::TimedOut`].
+    pub fn set_deadline(&self, deadline: Option<Instant>) {
+        self.0.deadline.set(deadline);
+    }
+
+    /// After the sandbox has exited: how its command ended, if it said so before exiting (a
+    /// sandbox that failed before starting the command, or was killed, did not).
+    pub fn command_end(&self) -> Option<CommandEnd> {
+        self.0.deadline.set(None);
+        let (payload, _) = self
+            .0
+            .receive_with(MessageKind::CommandEnded, 2, MsgFlags::MSG_DONTWAIT)
+            .ok()?;
+        match payload[..] {
+            [0, code] => Some(CommandEnd::Exited(code)),
+            [1, signal] => Some(CommandEnd::Signaled(signal)),
+            _ => None,
+        }
+    }
 }
 
 /// The sandbox's end.
@@ -317,6 +427,15 @@ impl SandboxChannel {
 
     pub fn wait_delegation_verified(&self) -> Result<(), ChannelError> {
         self.0.receive(MessageKind::DelegationVerified).map(drop)
+    }
+
+    /// Just before the sandbox exits: how the command ended.
+    pub fn command_ended(&self, end: CommandEnd) -> Result<(), ChannelError> {
+        let payload = match end {
+            CommandEnd::Exited(code) => [0, code],
+            CommandEnd::Signaled(signal) => [1, signal],
+        };
+        self.0.send_with(MessageKind::CommandEnded, &payload, None)
     }
 
     /// Whether the supervisor still holds its end: the socket shows no hang-up. The parent-death
@@ -383,6 +502,31 @@ mod tests {
             err.to_string()
                 .ends_with("got the message without its descriptor"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_silent_peer_times_out_at_the_deadline() {
+        let pair = channel_pair().unwrap();
+        let start = Instant::now();
+        pair.supervisor
+            .set_deadline(Some(start + std::time::Duration::from_millis(50)));
+        let err = pair.supervisor.wait_bpffs_mounted().unwrap_err();
+        assert!(matches!(err, ChannelError::TimedOut { .. }), "{err}");
+        assert!(start.elapsed() >= std::time::Duration::from_millis(50));
+        assert!(err.to_string().contains("--timeout"), "{err}");
+    }
+
+    #[test]
+    fn the_command_end_travels_with_its_signal() {
+        let pair = channel_pair().unwrap();
+        assert_eq!(pair.supervisor.command_end(), None);
+        pair.sandbox
+            .command_ended(CommandEnd::Signaled(15))
+            .unwrap();
+        assert_eq!(
+            pair.supervisor.command_end(),
+            Some(CommandEnd::Signaled(15))
         );
     }
 

@@ -70,6 +70,7 @@ pub enum Cause {
     UserNamespaceLimit,
     UserNamespaceNesting,
     NamespacesNotBuilt,
+    ProcessLimit,
     NetworkNamespaceLimit,
     FsopenNeedsMountNamespace,
     NoBpffs,
@@ -165,6 +166,13 @@ pub static TABLE: &[Diagnosis] = &[
         EINVAL,
         "the kernel lacks user, mount or PID namespaces (CONFIG_USER_NS, CONFIG_PID_NS)",
         "use a kernel built with CONFIG_USER_NS, CONFIG_PID_NS and CONFIG_NET_NS",
+    ),
+    row!(
+        ProcessLimit,
+        CreateNamespaces,
+        EAGAIN,
+        "the process limit is reached: the caller's RLIMIT_NPROC (`ulimit -u`) or its cgroup's pids.max allows no more processes",
+        "end some processes or raise the limit (`ulimit -u`, pids.max of the cgroup the supervisor runs in)",
     ),
     row!(
         NetworkNamespaceLimit,
@@ -365,11 +373,12 @@ pub static TABLE: &[Diagnosis] = &[
 ];
 
 /// Every cause, for tests that check each is produced somewhere.
-pub const ALL_CAUSES: [Cause; 31] = [
+pub const ALL_CAUSES: [Cause; 32] = [
     Cause::UserNamespacesRestricted,
     Cause::UserNamespaceLimit,
     Cause::UserNamespaceNesting,
     Cause::NamespacesNotBuilt,
+    Cause::ProcessLimit,
     Cause::NetworkNamespaceLimit,
     Cause::FsopenNeedsMountNamespace,
     Cause::NoBpffs,

@@ -15,7 +15,7 @@
 //! - [`net`]: interfaces and the test datagram;
 //! - [`counter`]: the demo XDP counter end to end;
 //! - [`relay`]: waiting for a child while forwarding signals; [`pidns`]: the command's PID
-//!   namespace and its init;
+//!   namespace and its init; [`cgroup`]: the sandbox's resource limits;
 //! - [`supervisor`]: the processes put together; [`status`]: `--json-status` events;
 //!   [`preflight`]: `--check`, whether a machine can run it all.
 //!
@@ -24,7 +24,9 @@
 
 pub mod bpffs;
 pub mod btf;
+pub mod cgroup;
 pub mod channel;
+pub mod confine;
 pub mod counter;
 pub mod diagnosis;
 pub mod inventory;

@@ -46,6 +46,9 @@ fn role() -> Role {
 struct StderrLogger {
     /// At `-v` only our own steps are shown; `-vv` adds aya's relocation notes.
     own_only: bool,
+    /// Without `-v`, warnings read as a program's warnings (`token_userns_demo: warning: ...`)
+    /// rather than as trace lines.
+    plain: bool,
 }
 
 impl log::Log for StderrLogger {
@@ -56,6 +59,16 @@ impl log::Log for StderrLogger {
 
     fn log(&self, record: &log::Record<'_>) {
         if !self.enabled(record.metadata()) {
+            return;
+        }
+        if self.plain {
+            let level = if record.level() == log::Level::Error {
+                "error"
+            } else {
+                "warning"
+            };
+            let line = format!("{}: {level}: {}\n", program_name(), record.args());
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
             return;
         }
         let elapsed = START.get_or_init(Instant::now).elapsed();
@@ -73,6 +86,22 @@ impl log::Log for StderrLogger {
     fn flush(&self) {}
 }
 
+/// The running binary's name, for messages.
+fn program_name() -> &'static str {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| {
+        std::env::args_os()
+            .next()
+            .as_deref()
+            .map(std::path::Path::new)
+            .and_then(std::path::Path::file_name)
+            .map_or_else(
+                || "bpf-token".to_owned(),
+                |n| n.to_string_lossy().into_owned(),
+            )
+    })
+}
+
 /// Installs the logger: verbosity 0 shows warnings, 1 (`-v`) every step, 2 (`-vv`) also protocol
 /// messages and the libraries' own notes.
 pub fn init(verbosity: u8) {
@@ -82,9 +111,43 @@ pub fn init(verbosity: u8) {
         1 => log::LevelFilter::Debug,
         _ => log::LevelFilter::Trace,
     };
-    static OWN: StderrLogger = StderrLogger { own_only: true };
-    static ALL: StderrLogger = StderrLogger { own_only: false };
-    if log::set_logger(if verbosity >= 2 { &ALL } else { &OWN }).is_ok() {
+    static PLAIN: StderrLogger = StderrLogger {
+        own_only: true,
+        plain: true,
+    };
+    static OWN: StderrLogger = StderrLogger {
+        own_only: true,
+        plain: false,
+    };
+    static ALL: StderrLogger = StderrLogger {
+        own_only: false,
+        plain: false,
+    };
+    let logger = match verbosity {
+        0 => &PLAIN,
+        1 => &OWN,
+        _ => &ALL,
+    };
+    if log::set_logger(logger).is_ok() {
         log::set_max_level(level);
     }
+}
+
+/// Writes a report to stdout and flushes it, returning the error instead of panicking as
+/// `print!` does (stdout may be `/dev/full` or a pipe whose reader left).
+pub fn write_stdout(text: &str) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()
+}
+
+/// The exit status for a failed write to stdout: a reader that went away (EPIPE) ends the
+/// program quietly with the status a shell reports for SIGPIPE (128 + 13), as `cat` under the
+/// default SIGPIPE would; anything else is an error worth a line.
+pub fn stdout_failure(program: &str, error: &std::io::Error) -> u8 {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        return 141;
+    }
+    eprintln!("{program}: error: writing to stdout: {error}");
+    1
 }

@@ -11,31 +11,76 @@
 //! `PR_SET_PDEATHSIG(SIGKILL)`, so killing the supervisor, even with SIGKILL, takes the whole
 //! namespace down.
 
-use std::ffi::{CString, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags, posix_spawnp};
+use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags, posix_spawn};
 use nix::sys::signal::{SigSet, Signal};
-use nix::unistd::Pid;
+use nix::unistd::{AccessFlags, Pid};
 
+use crate::confine::{self, CapabilityChoice, ConfineError};
 #[cfg(doc)]
 use crate::relay::BlockedSignals;
 use crate::relay::{self, ChildExit, Reap};
-use crate::sys::SysError;
+use crate::sys::{Errno, SysError};
 
-/// Runs `argv` as PID 2 and returns how it ended; the caller must be PID 1 of its PID namespace
-/// with the relayed signals blocked ([`BlockedSignals`]). Called in the sandbox once its
-/// namespaces and bpffs are ready.
+/// The command and how it is confined.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandSpec<'a> {
+    pub argv: &'a [OsString],
+    /// Where the delegated bpffs is mounted (`LIBBPF_BPF_TOKEN_PATH`).
+    pub bpffs_path: &'a Path,
+    pub capabilities: &'a CapabilityChoice,
+    /// Start the command in a session of its own, without the caller's controlling terminal.
+    pub new_session: bool,
+}
+
+/// Runs the command as PID 2 and returns how it ended; the caller must be PID 1 of its PID
+/// namespace with the relayed signals blocked ([`BlockedSignals`]). Called in the sandbox once
+/// its namespaces and bpffs are ready.
 ///
-/// The command is started with `posix_spawnp` (glibc: `clone(CLONE_VM | CLONE_VFORK)` and
-/// exec), not `fork`, which copies the sandbox's page tables only to drop them at exec (`perf
-/// trace` showed 0.36 ms for that fork; the end-to-end gain was within this VM's noise). It starts as `std::process::Command` would start it: an empty signal
+/// Before the start, in this process (the command inherits all of it): the working directory is
+/// entered again by path as the sandbox's user, this process becomes non-dumpable and removes
+/// the dropped capabilities from what an exec can give, optionally leaves the caller's session,
+/// and installs the command's seccomp filter ([`crate::confine`]).
+///
+/// The command is started with `posix_spawn` (`clone(CLONE_VM | CLONE_VFORK)` and exec), not
+/// `fork`, which copies the sandbox's page tables only to drop them at exec (`perf trace` showed
+/// 0.36 ms for that fork). It starts as `std::process::Command` would start it: an empty signal
 /// mask and SIGPIPE at its default (Rust programs ignore it), the sandbox's environment with
-/// `LIBBPF_BPF_TOKEN_PATH`, `PATH` lookup.
-pub fn run_as_init(argv: &[OsString], bpffs_path: &Path) -> Result<ChildExit, PidNsError> {
-    let program = argv.first().ok_or(PidNsError::EmptyCommand)?;
-    let child = match spawn(argv, bpffs_path) {
+/// `LIBBPF_BPF_TOKEN_PATH`; the program is looked up in `PATH` here (see [`resolve_program`]).
+pub fn run_as_init(spec: &CommandSpec<'_>) -> Result<ChildExit, PidNsError> {
+    let program = spec.argv.first().ok_or(PidNsError::EmptyCommand)?;
+    enter_working_directory_again();
+    let resolved = match resolve_program(program, std::env::var_os("PATH").as_deref()) {
+        Ok(path) => path,
+        Err(err) => {
+            eprintln!("token_userns_demo: error: {err}");
+            return Ok(ChildExit::Exited(err.exit_code()));
+        }
+    };
+    confine::make_undumpable().map_err(PidNsError::Confine)?;
+    confine::drop_for_exec(spec.capabilities).map_err(PidNsError::Confine)?;
+    log::debug!(
+        "the command starts without {}",
+        spec.capabilities.dropped_names().join(", ")
+    );
+    if spec.new_session {
+        // Leaving the session here leaves it for the command too: it starts without a
+        // controlling terminal, so nothing it does can reach the caller's terminal as one.
+        nix::unistd::setsid().map_err(|errno| PidNsError::Sys {
+            step: "starting a new session (--new-session)",
+            source: SysError {
+                call: "setsid",
+                errno,
+            },
+        })?;
+        log::debug!("setsid(): the command has no controlling terminal");
+    }
+    confine::install_command_filter().map_err(PidNsError::Confine)?;
+    log::debug!("seccomp filter installed: ioctl TIOCSTI and TIOCLINUX fail with EPERM");
+    let child = match spawn(spec, &resolved) {
         Ok(child) => child,
         Err(err) => {
             eprintln!("token_userns_demo: error: {err}");
@@ -57,10 +102,97 @@ pub fn run_as_init(argv: &[OsString], bpffs_path: &Path) -> Result<ChildExit, Pi
     })
 }
 
-fn spawn(argv: &[OsString], bpffs_path: &Path) -> Result<Pid, PidNsError> {
-    let program = &argv[0];
+/// The working directory came from the supervisor as an open directory, not a path: a
+/// directory the sandbox's user could never reach by path (inside a 0700 directory of host
+/// root, say) would stay usable through it (runc's CVE-2024-21626 class). Entering it again by
+/// path, now as the sandbox's user, keeps it only when that user can reach it; otherwise the
+/// command starts in `/`.
+fn enter_working_directory_again() {
+    let fallback = |why: String| {
+        log::warn!("the working directory {why}: the command starts in /");
+        let _ = nix::unistd::chdir("/");
+    };
+    match nix::unistd::getcwd() {
+        Ok(path) if path.is_absolute() => {
+            if let Err(errno) = nix::unistd::chdir(&path) {
+                fallback(format!(
+                    "{} cannot be entered by the sandbox's user ({})",
+                    path.display(),
+                    crate::sys::ErrnoName(errno)
+                ));
+            }
+        }
+        Ok(path) => fallback(format!("{} is outside the sandbox's root", path.display())),
+        Err(errno) => fallback(format!(
+            "cannot be named ({})",
+            crate::sys::ErrnoName(errno)
+        )),
+    }
+}
+
+/// Finds `program` as `execvp` would, but tells "not found" from "found and not executable":
+/// glibc's `execvp` reports EACCES when any `PATH` directory could not be searched, so a
+/// missing command looked like one that cannot run (126 instead of 127). A directory the
+/// sandbox's user cannot search simply does not contain the program for it.
+pub fn resolve_program(program: &OsStr, path: Option<&OsStr>) -> Result<PathBuf, NotRunnable> {
+    let name = program.to_string_lossy().into_owned();
+    if program.as_bytes().contains(&b'/') {
+        return Ok(PathBuf::from(program));
+    }
+    if program.is_empty() {
+        return Err(NotRunnable::NotFound { program: name });
+    }
+    let path = path.unwrap_or(OsStr::new("/usr/local/bin:/usr/bin:/bin"));
+    let mut not_executable = None;
+    for dir in path.as_bytes().split(|b| *b == b':') {
+        // An empty entry means the current directory, as for execvp.
+        let dir = if dir.is_empty() { b"." as &[u8] } else { dir };
+        let candidate = Path::new(OsStr::from_bytes(dir)).join(program);
+        match std::fs::metadata(&candidate) {
+            Ok(meta) if meta.is_file() => {
+                if nix::unistd::access(&candidate, AccessFlags::X_OK).is_ok() {
+                    return Ok(candidate);
+                }
+                not_executable.get_or_insert(candidate);
+            }
+            // A directory of that name, a missing file, an unsearchable directory: not here.
+            Ok(_) | Err(_) => {}
+        }
+    }
+    match not_executable {
+        Some(path) => Err(NotRunnable::NotExecutable {
+            program: name,
+            path,
+        }),
+        None => Err(NotRunnable::NotFound { program: name }),
+    }
+}
+
+/// Why the command cannot be started, with a shell's exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum NotRunnable {
+    #[error(
+        "{program:?}: command not found in PATH (directories the sandbox's user cannot search are skipped)"
+    )]
+    NotFound { program: String },
+    #[error("{program:?}: {} is not executable by the sandbox's user", path.display())]
+    NotExecutable { program: String, path: PathBuf },
+}
+
+impl NotRunnable {
+    pub const fn exit_code(&self) -> i32 {
+        match self {
+            Self::NotFound { .. } => 127,
+            Self::NotExecutable { .. } => 126,
+        }
+    }
+}
+
+fn spawn(spec: &CommandSpec<'_>, program: &Path) -> Result<Pid, PidNsError> {
+    let argv = spec.argv;
+    let bpffs_path = spec.bpffs_path;
     let exec_error = |error| PidNsError::Exec {
-        program: program.to_string_lossy().into_owned(),
+        program: argv[0].to_string_lossy().into_owned(),
         error,
     };
     let c_string = |bytes: &[u8]| {
@@ -75,6 +207,7 @@ fn spawn(argv: &[OsString], bpffs_path: &Path) -> Result<Pid, PidNsError> {
         .iter()
         .map(|a| c_string(a.as_bytes()))
         .collect::<Result<Vec<_>, _>>()?;
+    let path = c_string(program.as_os_str().as_bytes())?;
     let mut env = Vec::new();
     for (key, value) in std::env::vars_os().filter(|(k, _)| k != TOKEN_PATH_VARIABLE) {
         env.push(c_string(
@@ -109,11 +242,15 @@ fn spawn(argv: &[OsString], bpffs_path: &Path) -> Result<Pid, PidNsError> {
     let actions =
         PosixSpawnFileActions::init().map_err(preparing("posix_spawn_file_actions_init"))?;
     log::debug!(
-        "exec {argv:?} with {TOKEN_PATH_VARIABLE}={}",
+        "exec {argv:?} ({}) with {TOKEN_PATH_VARIABLE}={}",
+        program.display(),
         bpffs_path.display()
     );
-    posix_spawnp(&args[0], &actions, &attr, &args, &env)
-        .map_err(|errno| exec_error(std::io::Error::from(errno)))
+    posix_spawn(path.as_c_str(), &actions, &attr, &args, &env).map_err(|errno| match errno {
+        // The clone itself failed: a process limit, not the program.
+        Errno::EAGAIN => PidNsError::ProcessLimit,
+        errno => exec_error(std::io::Error::from(errno)),
+    })
 }
 
 /// Where libbpf (and our `token_trace`) look for a delegated bpffs by default.
@@ -133,4 +270,10 @@ pub enum PidNsError {
         program: String,
         error: std::io::Error,
     },
+    #[error(
+        "starting the command: the process limit is reached (EAGAIN): --pids-max, the cgroup's pids.max or the user's RLIMIT_NPROC (`ulimit -u`) allows no more processes"
+    )]
+    ProcessLimit,
+    #[error("{0}")]
+    Confine(ConfineError),
 }

@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::diagnosis::{self, Cause, Diagnosed, Diagnosis, Step};
-use crate::policy::Delegation;
+use crate::policy::risk::{self, CapsKept, DelegationRisk};
+use crate::policy::{Delegation, EnumNames};
 use crate::supervisor::{self, ChildExit, SandboxAction, SupervisorError, SupervisorOptions};
 use crate::sys::{self, Errno, ErrnoName};
 use crate::userns::{self, HostIdentity};
@@ -26,6 +27,8 @@ pub enum Status {
     Missing,
     /// Not checked because an earlier requirement is missing.
     Skipped,
+    /// An optional feature that cannot be used here; the demo runs without it.
+    Unavailable,
 }
 
 /// One line of the report.
@@ -78,6 +81,16 @@ impl Finding {
         }
     }
 
+    fn unavailable(name: &'static str, detail: String, fix: &str) -> Self {
+        Self {
+            name,
+            status: Status::Unavailable,
+            detail,
+            diagnosis: None,
+            fix: Some(fix.to_owned()),
+        }
+    }
+
     fn skipped(name: &'static str, why: &str) -> Self {
         Self {
             name,
@@ -95,6 +108,9 @@ pub struct Report {
     /// True when every requirement is met: the demo can run.
     pub ok: bool,
     pub checks: Vec<Finding>,
+    /// What the checked delegation lets a sandboxed command reach beyond itself, with the
+    /// command's default capabilities.
+    pub risk: DelegationRisk,
 }
 
 impl fmt::Display for Report {
@@ -105,11 +121,15 @@ impl fmt::Display for Report {
                 Status::Ok => "ok",
                 Status::Missing => "MISSING",
                 Status::Skipped => "skipped",
+                Status::Unavailable => "n/a",
             };
             writeln!(f, "{status:<8} {:<width$}  {}", check.name, check.detail)?;
             if let Some(fix) = &check.fix {
                 writeln!(f, "{:<8} {:<width$}  fix: {fix}", "", "")?;
             }
+        }
+        for line in self.risk.lines() {
+            writeln!(f, "risk     {line}")?;
         }
         if self.ok {
             writeln!(f, "the demo can run on this machine")
@@ -124,6 +144,8 @@ impl fmt::Display for Report {
 pub struct CheckOptions {
     pub delegation: Delegation,
     pub identity: HostIdentity,
+    /// `--cgroup-parent`: where the resource-limit check creates its cgroup.
+    pub cgroup_parent: Option<PathBuf>,
 }
 
 /// Runs every check. Needs a single-threaded caller (the sandbox probe forks).
@@ -136,6 +158,7 @@ pub fn check(options: &CheckOptions) -> Report {
     ];
     checks.extend(namespace_limits());
     checks.push(memlock());
+    checks.push(resource_limits(options.cgroup_parent.as_deref()));
     let blocked = checks.iter().any(|c| c.status == Status::Missing);
     if blocked {
         let why = "not run: a requirement above is missing";
@@ -146,8 +169,15 @@ pub fn check(options: &CheckOptions) -> Report {
         checks.extend(sandbox_probe(options));
     }
     Report {
-        ok: checks.iter().all(|c| c.status == Status::Ok),
+        ok: checks
+            .iter()
+            .all(|c| matches!(c.status, Status::Ok | Status::Unavailable)),
         checks,
+        risk: risk::assess(
+            &options.delegation,
+            CapsKept::DROPPED,
+            EnumNames::for_running_kernel(),
+        ),
     }
 }
 
@@ -313,6 +343,27 @@ fn memlock() -> Finding {
     )
 }
 
+/// `--memory-max` / `--pids-max`: whether the cgroups they need can be created here (they
+/// are, then removed). Optional: the demo runs without them.
+fn resource_limits(parent: Option<&std::path::Path>) -> Finding {
+    const NAME: &str = "resource limits (cgroups)";
+    match crate::cgroup::probe(parent) {
+        Ok(how) => Finding::ok(NAME, how),
+        Err(err) => {
+            let text = err.to_string();
+            let (detail, fix) = text.split_once("; fix: ").unwrap_or((
+                text.as_str(),
+                "see the message; the sandbox runs without --memory-max and --pids-max",
+            ));
+            Finding::unavailable(
+                NAME,
+                format!("--memory-max and --pids-max cannot be used: {detail}"),
+                fix,
+            )
+        }
+    }
+}
+
 /// The demo in a throw-away sandbox, its stderr captured in a memfd.
 fn sandbox_probe(options: &CheckOptions) -> Vec<Finding> {
     let stderr = match nix::sys::memfd::memfd_create(
@@ -338,6 +389,9 @@ fn sandbox_probe(options: &CheckOptions) -> Vec<Finding> {
         action: SandboxAction::Probe {
             stderr: Arc::clone(&stderr),
         },
+        capabilities: crate::confine::CapabilityChoice::default(),
+        new_session: false,
+        limits: None,
     };
     let result = supervisor::run(&supervisor_options);
     drop(supervisor_options);
@@ -388,7 +442,7 @@ fn classify(result: Result<ChildExit, SupervisorError>, sandbox_said: &str) -> V
         ],
         Err(SupervisorError::Bpffs(e)) => vec![
             ok_namespaces(),
-            Finding::diagnosed(DELEGATION, e.to_string(), e.diagnosed().diagnosis),
+            Finding::diagnosed(DELEGATION, e.to_string(), e.diagnosis()),
             not_reached(XDP),
         ],
         Err(other @ (SupervisorError::ChildDied { .. } | SupervisorError::PolicyMismatch(_))) => {
@@ -494,6 +548,11 @@ mod tests {
                 Finding::ok("a", "fine".to_owned()),
                 Finding::missing("bb", "gone".to_owned(), "get it"),
             ],
+            risk: risk::assess(
+                &Delegation::default(),
+                CapsKept::DROPPED,
+                &EnumNames::builtin(),
+            ),
         };
         assert_eq!(
             report.to_string(),

@@ -204,6 +204,21 @@ fn collect(child: Pid, reap: Reap) -> Result<Option<ChildExit>, SysError> {
     }
 }
 
+/// Collects `child` if it ends within `within` (polled): for a caller that saw a step fail in
+/// a way that suggests the child is dying.
+pub fn collect_within(child: Pid, within: Duration) -> Result<Option<ChildExit>, SysError> {
+    let until = Instant::now() + within;
+    loop {
+        if let Some(exit) = collect(child, Reap::ChildOnly)? {
+            return Ok(Some(exit));
+        }
+        if Instant::now() >= until {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Waits for `child` without forwarding anything.
 pub fn wait_blocking(child: Pid) -> Result<ChildExit, SysError> {
     loop {

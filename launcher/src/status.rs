@@ -2,9 +2,17 @@
 //! JSON object per line.
 //!
 //! - `{"event":"sandbox-ready","supervisor_pid":..,"sandbox_pid":..,"namespaces":{"user":..,
-//!   "mnt":..,"net":..,"pid":..},"bpffs_path":..,"delegation":{"delegate_cmds":..,..}}` once the delegated
-//!   bpffs is verified, before the command starts;
-//! - `{"event":"exited","exit_code":..,"signal":..,"timed_out":..}` at the end.
+//!   "mnt":..,"net":..,"pid":..},"bpffs_path":..,"delegation":{"delegate_cmds":..,..},
+//!   "capabilities_dropped":[..],"risk":{..}}` once the delegated bpffs is verified, before the
+//!   command starts (`risk`: what the delegation lets the command reach, [`risk::assess`]);
+//! - `{"event":"limits","memory_max":..,"pids_max":..,"cgroups":[{"version":"v1","controllers":
+//!   ["memory"],"path":..,"settings":{"memory.limit_in_bytes":..}},..]}` before that, only when
+//!   the run has a cgroup (`--memory-max`, `--pids-max`, `--cgroup-parent`);
+//! - `{"event":"exited","exit_code":..,"signal":..,"timed_out":..}` at the end; `signal` names
+//!   the signal that killed the command (or the sandbox), else it is null.
+//!
+//! Writing an event never blocks the run: a reader that stopped reading (a full pipe) loses
+//! events, with a warning, instead of stalling the sandbox, which `--timeout` could not help.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -14,6 +22,12 @@ use std::sync::Arc;
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
+use nix::sys::signal::Signal;
+
+use crate::cgroup::SandboxCgroup;
+use crate::channel::CommandEnd;
+use crate::confine::CapabilityChoice;
+use crate::policy::risk;
 use crate::policy::{DelegateKind, Delegation, EnumNames};
 use crate::relay::ChildExit;
 
@@ -27,9 +41,30 @@ impl StatusSink {
     }
 
     fn emit(&self, event: &Value) {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd as _;
+        let line = format!("{event}\n");
+        // A pipe or socket that polls writable takes a write this small (under PIPE_BUF)
+        // without blocking; a regular file always does.
+        let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLOUT)];
+        let writable = matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+            && fds[0]
+                .revents()
+                .is_some_and(|events| events.contains(PollFlags::POLLOUT));
+        if !writable {
+            log::warn!(
+                "--json-status: the reader is not reading (descriptor not writable); event lost"
+            );
+            return;
+        }
         // A reader that went away must not stop the sandbox: the event is lost, the run goes on.
-        if let Err(e) = writeln!(&*self.0, "{event}") {
-            log::warn!("--json-status: writing an event failed: {e}");
+        match (&*self.0).write(line.as_bytes()) {
+            Ok(n) if n == line.len() => {}
+            Ok(n) => log::warn!(
+                "--json-status: only {n} of {} bytes of an event were written",
+                line.len()
+            ),
+            Err(e) => log::warn!("--json-status: writing an event failed: {e}"),
         }
     }
 
@@ -38,6 +73,7 @@ impl StatusSink {
         sandbox: Pid,
         bpffs_path: &Path,
         delegation: &Delegation,
+        capabilities: &CapabilityChoice,
         names: &EnumNames,
     ) {
         let namespace = |ns: &str| {
@@ -65,12 +101,26 @@ impl StatusSink {
             },
             "bpffs_path": bpffs_path,
             "delegation": options,
+            "capabilities_dropped": capabilities.dropped_names(),
+            "risk": risk::assess(delegation, capabilities.caps_kept(), names),
         }));
     }
 
-    pub fn exited(&self, exit: ChildExit) {
-        let signal = match exit {
-            ChildExit::Signaled(signal) => Some(signal.as_str()),
+    /// The sandbox's cgroups and limits, once the sandbox child is in them.
+    pub fn limits(&self, cgroup: &SandboxCgroup) {
+        let mut event = cgroup.to_json();
+        event["event"] = Value::from("limits");
+        self.emit(&event);
+    }
+
+    /// `command` is how the command ended as the sandbox reported it (the sandbox's own exit
+    /// status says 128 + N for a command killed by signal N).
+    pub fn exited(&self, exit: ChildExit, command: Option<CommandEnd>) {
+        let signal = match (exit, command) {
+            (ChildExit::Signaled(signal), _) => Some(signal.as_str()),
+            (ChildExit::Exited(_), Some(CommandEnd::Signaled(number))) => {
+                Signal::try_from(i32::from(number)).ok().map(Signal::as_str)
+            }
             _ => None,
         };
         self.emit(&json!({

@@ -38,7 +38,9 @@ use nix::sys::signal::Signal;
 use nix::unistd::{ForkResult, Pid};
 
 use crate::bpffs::{self, BpffsError};
-use crate::channel::{ChannelError, SandboxChannel, SupervisorChannel, channel_pair};
+use crate::cgroup::{CgroupError, Limits, SandboxCgroup};
+use crate::channel::{ChannelError, CommandEnd, SandboxChannel, SupervisorChannel, channel_pair};
+use crate::confine::{self, CapabilityChoice, ConfineError};
 use crate::counter::{self, TraceError, TraceOptions};
 use crate::diagnosis::{Diagnosed, Step};
 use crate::logging::{self, Role};
@@ -68,6 +70,13 @@ pub struct SupervisorOptions {
     /// Where the delegated bpffs is mounted in the sandbox's own mount namespace.
     pub bpffs_path: PathBuf,
     pub action: SandboxAction,
+    /// The capabilities the sandbox's code (the command, or the demo) keeps.
+    pub capabilities: CapabilityChoice,
+    /// Run the command in a new session, without the caller's controlling terminal.
+    pub new_session: bool,
+    /// `--memory-max`, `--pids-max`, `--cgroup-parent`: a cgroup for the sandbox, created only
+    /// when this is `Some`.
+    pub limits: Option<Limits>,
 }
 
 /// What the sandbox does once it holds the delegated bpffs.
@@ -93,8 +102,8 @@ pub enum SandboxAction {
 /// [`userns::drop_supplementary_groups`]).
 pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
     userns::check_supervisor_privilege().map_err(SupervisorError::Privilege)?;
-    let threads = thread_count();
-    if threads != Some(1) {
+    let threads = thread_count().map_err(SupervisorError::Threads)?;
+    if threads != 1 {
         return Err(SupervisorError::MultiThreaded { threads });
     }
     userns::drop_supplementary_groups().map_err(SupervisorError::UserNs)?;
@@ -120,15 +129,36 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
         ),
     };
 
+    if options.limits.is_some() && options.identity.uid == 0 {
+        // The cgroup files belong to host uid 0, which the sandbox's root then is.
+        log::warn!(
+            "--uid 0: the command owns the host's cgroup files, so it can raise or leave its --memory-max and --pids-max"
+        );
+    }
+    // Before the fork, so the child can be born in it; dropped (killed, removed) on return.
+    let cgroup = options
+        .limits
+        .as_ref()
+        .map(SandboxCgroup::create)
+        .transpose()
+        .map_err(SupervisorError::Cgroup)?;
+    let clone_target = cgroup.as_ref().and_then(SandboxCgroup::clone_target);
+
     // SAFETY: single-threaded (checked above), so the child may run arbitrary code.
-    let forked = unsafe { sys::process::fork_into(namespaces, call) }.map_err(|source| {
-        SupervisorError::UserNs(UserNsError::Create(Diagnosed::new(
-            Step::CreateNamespaces,
-            source,
-        )))
-    })?;
+    let (forked, born_in_cgroup) =
+        unsafe { sys::process::fork_into_cgroup(namespaces, clone_target, call) }.map_err(
+            |source| {
+                SupervisorError::UserNs(UserNsError::Create(Diagnosed::new(
+                    Step::CreateNamespaces,
+                    source,
+                )))
+            },
+        )?;
     match forked {
         ForkResult::Child => {
+            // The copy only closes its descriptors (the keeper then waits for the supervisor
+            // alone); the supervisor's value removes the cgroups.
+            drop(cgroup);
             if let SandboxAction::Probe { stderr } = &options.action {
                 // Best effort: if it fails, the messages reach the caller's stderr instead.
                 let _ = nix::unistd::dup2_stderr(stderr.as_fd());
@@ -138,6 +168,9 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
             let result = sandbox(&pair.sandbox, options, &signals, placement.as_ref());
             let code = match result {
                 Ok(code) => code,
+                Err(SupervisorError::Output(error)) => {
+                    i32::from(logging::stdout_failure("token_userns_demo", &error))
+                }
                 Err(err) => {
                     eprintln!("token_userns_demo: error: {err}");
                     1
@@ -157,6 +190,17 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
                 placement.move_sandbox(child);
             }
             log::debug!("{call} = sandbox child pid {child}");
+            if let Some(cgroup) = &cgroup {
+                // The child waits for its id maps: it runs nothing of the command's before.
+                if let Err(err) = cgroup.place(child, born_in_cgroup) {
+                    let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                    let _ = relay::wait_blocking(child);
+                    return Err(SupervisorError::Cgroup(err));
+                }
+                if let Some(status) = &options.status {
+                    status.limits(cgroup);
+                }
+            }
             if let Some(placement) = &placement {
                 log::debug!(
                     "setup runs with the supervisor on CPU {} and the sandbox on CPU {}",
@@ -168,12 +212,29 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
                 relay::wait_forwarding(child, Reap::ChildOnly, deadline)
                     .map_err(SupervisorError::Wait)
             };
+            // The deadline covers the setup too: a sandbox stopped (SIGSTOP from a process of
+            // its host uid) or stalled during setup must not hang the supervisor.
+            pair.supervisor.set_deadline(deadline.map(|(at, _)| at));
             match supervise(&pair.supervisor, child, options) {
                 Ok(()) => {
                     let exit = waited(deadline)?;
                     log_peak_memory();
+                    let command = pair.supervisor.command_end();
                     if let Some(status) = &options.status {
-                        status.exited(exit);
+                        status.exited(exit, command);
+                    }
+                    Ok(exit)
+                }
+                Err(SupervisorError::Channel(ChannelError::TimedOut { expected, .. })) => {
+                    let (_, after) = deadline.expect("only a deadline times out");
+                    log::debug!(
+                        "timeout of {after:?} reached during setup, waiting for {expected}: SIGKILL to pid {child}"
+                    );
+                    let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                    let _ = relay::wait_blocking(child);
+                    let exit = ChildExit::TimedOut(after);
+                    if let Some(status) = &options.status {
+                        status.exited(exit, None);
                     }
                     Ok(exit)
                 }
@@ -186,6 +247,18 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
                     })
                 }
                 Err(err) => {
+                    // A sandbox killed from outside during setup makes the step that needed it
+                    // fail in its own way (its /proc files vanish, say): report the death,
+                    // which is the cause.
+                    let dying = matches!(&err, SupervisorError::MountInfo { .. });
+                    let within = Duration::from_millis(if dying { 200 } else { 0 });
+                    if let Ok(Some(exit)) = relay::collect_within(child, within) {
+                        log::debug!("setup failed after the sandbox child ended: {err}");
+                        return Err(SupervisorError::ChildDied {
+                            expected: "the setup to finish".to_owned(),
+                            exit,
+                        });
+                    }
                     // Nothing may outlive a failed run: the child holds the namespaces.
                     let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
                     let _ = relay::wait_blocking(child);
@@ -211,10 +284,8 @@ fn log_peak_memory() {
     );
 }
 
-fn thread_count() -> Option<usize> {
-    std::fs::read_dir("/proc/self/task")
-        .ok()
-        .map(Iterator::count)
+fn thread_count() -> Result<usize, std::io::Error> {
+    Ok(std::fs::read_dir("/proc/self/task")?.count())
 }
 
 /// The supervisor's part: id maps, then delegation and superblock, then the check.
@@ -238,6 +309,7 @@ fn supervise(
         .wait_bpffs_context()
         .map_err(SupervisorError::Channel)?;
     log::debug!("received bpffs context as fd {}", context.as_raw_fd());
+    bpffs::check_is_bpf_context(context.as_fd()).map_err(SupervisorError::Bpffs)?;
     bpffs::delegate_and_create(context.as_fd(), &options.delegation)
         .map_err(SupervisorError::Bpffs)?;
     drop(context);
@@ -262,7 +334,13 @@ fn supervise(
     verify_mounted_delegation(child, options)?;
     if let Some(status) = &options.status {
         let names = EnumNames::for_running_kernel();
-        status.sandbox_ready(child, &options.bpffs_path, &options.delegation, names);
+        status.sandbox_ready(
+            child,
+            &options.bpffs_path,
+            &options.delegation,
+            &options.capabilities,
+            names,
+        );
     }
     channel
         .delegation_verified()
@@ -423,6 +501,8 @@ fn sandbox(
             interface,
             send_traffic,
         } => {
+            // The demo is our own code, but it needs no more than the command would get.
+            confine::drop_now(&options.capabilities).map_err(SupervisorError::Confine)?;
             // The demo runs in this process: let Ctrl-C and kill interrupt it as usual.
             signals.restore().map_err(SupervisorError::Signals)?;
             let trace = TraceOptions {
@@ -433,10 +513,11 @@ fn sandbox(
             };
             let report =
                 counter::run_trace(&trace).map_err(|error| SupervisorError::Trace { error })?;
-            print!("{report}");
+            logging::write_stdout(&report.to_string()).map_err(SupervisorError::Output)?;
             Ok(0)
         }
         SandboxAction::Probe { .. } => {
+            confine::drop_now(&options.capabilities).map_err(SupervisorError::Confine)?;
             signals.restore().map_err(SupervisorError::Signals)?;
             let trace = TraceOptions {
                 token_path: bpffs_path.clone(),
@@ -458,9 +539,24 @@ fn sandbox(
             if let Some(placement) = placement {
                 placement.release();
             }
-            pidns::run_as_init(argv, bpffs_path)
-                .map(ChildExit::exit_code)
-                .map_err(SupervisorError::PidNs)
+            let covered = confine::hide_host_cgroups().map_err(SupervisorError::Confine)?;
+            if !covered.is_empty() {
+                log::debug!("host cgroup2 mounts covered with empty tmpfs: {covered:?}");
+            }
+            let spec = pidns::CommandSpec {
+                argv,
+                bpffs_path,
+                capabilities: &options.capabilities,
+                new_session: options.new_session,
+            };
+            let exit = pidns::run_as_init(&spec).map_err(SupervisorError::PidNs)?;
+            let end = match exit {
+                ChildExit::Signaled(signal) => CommandEnd::Signaled(signal as u8),
+                other => CommandEnd::Exited(u8::try_from(other.exit_code() & 0xff).unwrap_or(1)),
+            };
+            // Best effort: the supervisor only uses it to name the signal in --json-status.
+            let _ = channel.command_ended(end);
+            Ok(exit.exit_code())
         }
     }
 }
@@ -470,8 +566,10 @@ fn sandbox(
 pub enum SupervisorError {
     #[error("{0}")]
     Privilege(UserNsError),
-    #[error("supervisor: the process has {} threads; fork needs a single-threaded caller", threads.map_or_else(|| "an unknown number of".to_owned(), |t| t.to_string()))]
-    MultiThreaded { threads: Option<usize> },
+    #[error("supervisor: the process has {threads} threads; fork needs a single-threaded caller")]
+    MultiThreaded { threads: usize },
+    #[error("supervisor: reading /proc/self/task to check the process is single-threaded: {}", describe_io(.0))]
+    Threads(std::io::Error),
     #[error("supervisor: fork: {0}")]
     Fork(SysError),
     #[error("supervisor: waiting for the sandbox child: {0}")]
@@ -507,4 +605,21 @@ pub enum SupervisorError {
     Trace { error: TraceError },
     #[error("count: the counter on lo saw {delta} datagrams instead of the 1 sent")]
     ProbeCount { delta: u64 },
+    #[error("sandbox: {0}")]
+    Confine(ConfineError),
+    #[error("writing the report to stdout: {0}")]
+    Output(std::io::Error),
+    #[error("sandbox cgroup: {0}")]
+    Cgroup(CgroupError),
+}
+
+/// An I/O error with the cause of the errors a supervisor can hit for a reason of its caller's.
+fn describe_io(error: &std::io::Error) -> String {
+    match error.raw_os_error() {
+        Some(libc::EMFILE) => format!(
+            "{error}: the caller's descriptor limit is too low (`ulimit -n`); allow at least 64"
+        ),
+        Some(libc::ENFILE) => format!("{error}: the system's file table is full (fs.file-max)"),
+        _ => error.to_string(),
+    }
 }

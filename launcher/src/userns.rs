@@ -15,18 +15,65 @@ pub struct HostIdentity {
     pub gid: u32,
 }
 
-/// `nobody`/`nogroup` on Debian and most distributions.
+/// `nobody`/`nogroup` on Debian and most distributions (the conformance harness's sandboxes).
 pub const OVERFLOW_ID: u32 = 65534;
 
+/// The first transient uid and gid: a sandbox with no `--uid` and no `SUDO_UID` maps its root
+/// to `TRANSIENT_ID_BASE + the supervisor's pid`, an id no other process or file of the host
+/// uses (pids stay below 2^22, so the range is 1879048192–1883242495, 0x70000000–0x703FFFFF,
+/// above systemd's container range 524288–1879048191, where its UIDS-GIDS document reserves
+/// nothing). Not 65534: `nobody` is shared by many daemons and NFS, and a process of the same
+/// uid could signal or ptrace the sandbox, or take what it hands out (its namespace files).
+pub const TRANSIENT_ID_BASE: u32 = 0x7000_0000;
+
 impl HostIdentity {
-    /// The user who ran `sudo` (`SUDO_UID`/`SUDO_GID`), else 65534; explicit values win.
-    pub fn choose(uid: Option<u32>, gid: Option<u32>) -> Self {
-        let from_env = |name| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok());
+    /// Explicit values win; else the user who ran `sudo` (`SUDO_UID`/`SUDO_GID`), unless that
+    /// is root (`sudo` from a root shell sets 0; the sandbox's root is host root only when asked
+    /// with `--uid 0`); else the transient id of this supervisor ([`TRANSIENT_ID_BASE`]).
+    pub fn choose(uid: Option<u32>, gid: Option<u32>, supervisor_pid: u32) -> Self {
+        let from_env = |name| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<u32>().ok())
+                .filter(|id| *id != 0)
+        };
+        let transient = TRANSIENT_ID_BASE.saturating_add(supervisor_pid);
         Self {
-            uid: uid.or_else(|| from_env("SUDO_UID")).unwrap_or(OVERFLOW_ID),
-            gid: gid.or_else(|| from_env("SUDO_GID")).unwrap_or(OVERFLOW_ID),
+            uid: uid.or_else(|| from_env("SUDO_UID")).unwrap_or(transient),
+            gid: gid.or_else(|| from_env("SUDO_GID")).unwrap_or(transient),
         }
     }
+
+    /// What an explicitly privileged identity grants, one warning each: uid 0 is host root for
+    /// every file, gid 0 and the other system groups (below 1000) give their file access
+    /// (`shadow` reads password hashes, `disk` raw disks).
+    pub fn warnings(&self, uid_given: bool, gid_given: bool) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if uid_given && self.uid == 0 {
+            warnings.push("--uid 0: the sandbox's root is host root: it can read and write every file host root can in its view of the file system, and what it creates belongs to host root".to_owned());
+        }
+        if gid_given && self.gid < 1000 {
+            let name = group_name(self.gid)
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default();
+            warnings.push(format!(
+                "--gid {}{name}: a system group; the sandbox can read and write every file that group can",
+                self.gid
+            ));
+        }
+        warnings
+    }
+}
+
+/// The name of group `gid` in `/etc/group`, if it has one there.
+fn group_name(gid: u32) -> Option<String> {
+    let text = std::fs::read_to_string("/etc/group").ok()?;
+    text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id = fields.nth(1)?.parse::<u32>().ok()?;
+        (id == gid).then(|| name.to_owned())
+    })
 }
 
 impl fmt::Display for HostIdentity {
@@ -160,7 +207,7 @@ mod tests {
 
     #[test]
     fn explicit_ids_win() {
-        let id = HostIdentity::choose(Some(1234), Some(5678));
+        let id = HostIdentity::choose(Some(1234), Some(5678), 42);
         assert_eq!(
             id,
             HostIdentity {
@@ -168,6 +215,25 @@ mod tests {
                 gid: 5678
             }
         );
+    }
+
+    #[test]
+    fn privileged_explicit_ids_warn_and_transient_ids_follow_the_pid() {
+        let root = HostIdentity { uid: 0, gid: 0 };
+        let warnings = root.warnings(true, true);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("host root"));
+        assert!(root.warnings(false, false).is_empty());
+        let user = HostIdentity {
+            uid: 1000,
+            gid: 1000,
+        };
+        assert!(user.warnings(true, true).is_empty());
+        let id = HostIdentity::choose(None, Some(7), 1234);
+        if std::env::var_os("SUDO_UID").is_none() {
+            assert_eq!(id.uid, TRANSIENT_ID_BASE + 1234);
+        }
+        assert_eq!(id.gid, 7);
     }
 
     #[test]

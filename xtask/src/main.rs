@@ -106,7 +106,11 @@ fn build_target() -> String {
         .output()
         .ok()
         .filter(|output| output.status.success())
-        .map(|output| String::from_utf8_lossy(&output.stdout).lines().any(|l| l.trim() == musl));
+        .map(|output| {
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .any(|l| l.trim() == musl)
+        });
     if installed == Some(true) {
         return musl;
     }

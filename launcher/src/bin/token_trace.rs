@@ -1,12 +1,15 @@
 //! `token_trace`: create a BPF token from a delegated bpffs, load the XDP counter with it,
 //! attach it, and count one datagram. Also lists the bpffs mounts a caller can see and prints
-//! the least-privilege policy of an eBPF object.
+//! the least-privilege policy of an eBPF object, with what it lets a sandbox reach.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use bpf_token_launcher::counter::{self, TraceOptions};
-use bpf_token_launcher::policy::{self, DelegateKind, EnumNames};
+use bpf_token_launcher::policy::report::PolicyReport;
+use bpf_token_launcher::policy::risk::CapsKept;
+use bpf_token_launcher::policy::{self, EnumNames};
+use bpf_token_launcher::sys::file::read_untrusted_file;
 use bpf_token_launcher::{inventory, logging};
 use clap::Parser;
 
@@ -35,7 +38,8 @@ struct Cli {
     /// List every bpffs mounted here, its delegation, and whether a token can be made from it
     #[arg(long, conflicts_with_all = ["token_path", "no_traffic", "interface", "hold", "print_policy"])]
     list: bool,
-    /// Print the least-privilege delegation of an eBPF object (ELF) and exit
+    /// Print the least-privilege delegation of an eBPF object (ELF), and what it lets a sandbox
+    /// reach beyond itself, and exit
     #[arg(long, value_name = "OBJECT", conflicts_with_all = ["token_path", "no_traffic", "interface", "hold"])]
     print_policy: Option<PathBuf>,
     /// With --list or --print-policy: print JSON
@@ -66,10 +70,7 @@ fn main() -> ExitCode {
         hold: cli.hold,
     };
     match counter::run_trace(&options) {
-        Ok(report) => {
-            print!("{report}");
-            ExitCode::SUCCESS
-        }
+        Ok(report) => print_or_exit(&report.to_string()),
         Err(err) => {
             eprintln!("token_trace: error: {}: {err}", err.step());
             ExitCode::FAILURE
@@ -87,23 +88,24 @@ fn list(json: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if json {
+    let text = if json {
         let list: Vec<_> = mounts.iter().map(|m| m.to_json(names)).collect();
-        println!("{}", serde_json::Value::Array(list));
+        format!("{}\n", serde_json::Value::Array(list))
     } else if mounts.is_empty() {
-        println!("no bpffs is mounted in this mount namespace");
+        "no bpffs is mounted in this mount namespace\n".to_owned()
     } else {
-        for mount in &mounts {
-            print!("{}", mount.display(names));
-        }
-    }
-    ExitCode::SUCCESS
+        mounts
+            .iter()
+            .map(|mount| mount.display(names).to_string())
+            .collect()
+    };
+    print_or_exit(&text)
 }
 
 fn print_policy(object: &Path, json: bool) -> ExitCode {
     let names = EnumNames::for_running_kernel();
-    let delegation = match std::fs::read(object)
-        .map_err(|e| e.to_string())
+    let delegation = match read_untrusted_file(object, MAX_OBJECT_LEN)
+        .map_err(|e| e.kind.to_string())
         .and_then(|elf| policy::least_privilege_for_elf(&elf).map_err(|e| e.to_string()))
     {
         Ok(d) => d,
@@ -112,25 +114,23 @@ fn print_policy(object: &Path, json: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let options = delegation.fsconfig_options(names);
-    let flags = delegation.flags(names);
-    if json {
-        let mut out = serde_json::Map::new();
-        out.insert("object".to_owned(), object.to_string_lossy().into());
-        for kind in DelegateKind::ALL {
-            let value = options
-                .iter()
-                .find(|(k, _)| *k == kind)
-                .map(|(_, v)| v.clone());
-            out.insert(kind.option().to_owned(), value.into());
-        }
-        out.insert("flags".to_owned(), flags.into());
-        println!("{}", serde_json::Value::Object(out));
+    // As token_userns_demo runs a command by default: without CAP_PERFMON and CAP_SYS_ADMIN.
+    let report = PolicyReport::new(&delegation, CapsKept::DROPPED, names, Some(object));
+    let text = if json {
+        format!("{}\n", report.json())
     } else {
-        for (kind, value) in &options {
-            println!("{}={value}", kind.option());
-        }
-        println!("flags: {}", flags.join(" "));
+        report.text()
+    };
+    print_or_exit(&text)
+}
+
+/// The largest object `--print-policy` reads.
+const MAX_OBJECT_LEN: u64 = 256 << 20;
+
+/// Writes `text` to stdout: success, or the status for a failed write (quiet on EPIPE).
+fn print_or_exit(text: &str) -> ExitCode {
+    match logging::write_stdout(text) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => ExitCode::from(logging::stdout_failure("token_trace", &error)),
     }
-    ExitCode::SUCCESS
 }

@@ -1,20 +1,24 @@
 //! `token_userns_demo`: run the XDP counter in a user-namespace sandbox with a delegated BPF token.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use std::os::unix::ffi::OsStrExt as _;
 
+use bpf_token_launcher::confine::CapabilityChoice;
 use bpf_token_launcher::net::VethPair;
+use bpf_token_launcher::policy::report::PolicyReport;
+use bpf_token_launcher::policy::risk::{self, WarningKind};
 use bpf_token_launcher::policy::{self, DelegateKind, Delegation, EnumNames, PolicyFile};
 use bpf_token_launcher::status::StatusSink;
 use bpf_token_launcher::supervisor::{
     self, ChildExit, SandboxAction, SupervisorError, SupervisorOptions,
 };
+use bpf_token_launcher::sys::file::read_untrusted_file;
 use bpf_token_launcher::userns::HostIdentity;
-use bpf_token_launcher::{counter, logging, preflight};
+use bpf_token_launcher::{cgroup, counter, logging, preflight};
 use clap::Parser;
 
 /// Fork a sandbox into new user, mount and network namespaces, hand it a bpffs delegated by this
@@ -49,10 +53,12 @@ struct Cli {
     /// Attach types to delegate (e.g. xdp)
     #[arg(long, value_name = "LIST")]
     delegate_attachs: Option<String>,
-    /// Host uid the sandbox's root maps to [default: $SUDO_UID, else 65534]
+    /// Host uid the sandbox's root maps to [default: $SUDO_UID when not 0, else a transient uid
+    /// 1879048192 + the supervisor's pid]; 0 (host root) only when given here
     #[arg(long, value_name = "UID")]
     uid: Option<u32>,
-    /// Host gid the sandbox's root maps to [default: $SUDO_GID, else 65534]
+    /// Host gid the sandbox's root maps to [default: $SUDO_GID when not 0, else a transient gid
+    /// 1879048192 + the supervisor's pid]
     #[arg(long, value_name = "GID")]
     gid: Option<u32>,
     /// Interface inside the sandbox to attach the counter to
@@ -73,9 +79,22 @@ struct Cli {
     /// host (removed with the sandbox), so XDP can be tested on a real driver path
     #[arg(long, value_name = "NAME")]
     veth: Option<String>,
-    /// Kill the whole sandbox after SECS seconds (fractions allowed) and exit with 124
+    /// Kill the whole sandbox after SECS seconds (fractions allowed; the setup counts) and exit
+    /// with 124
     #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
     timeout: Option<Duration>,
+    /// Limit the sandbox's memory, BPF maps and other kernel memory included, to BYTES (K, M, G,
+    /// T suffixes: 256M), swap excluded; a cgroup of the sandbox's own
+    #[arg(long, value_name = "BYTES", value_parser = cgroup::parse_memory)]
+    memory_max: Option<u64>,
+    /// Limit the sandbox to N processes and threads, its init and the command included (N >= 2);
+    /// a cgroup of the sandbox's own
+    #[arg(long, value_name = "N", value_parser = cgroup::parse_pids)]
+    pids_max: Option<u64>,
+    /// Create the sandbox's cgroup in this cgroup2 directory instead of the supervisor's own
+    /// cgroup (needed where the supervisor's cgroup v2 cannot give controllers to a child)
+    #[arg(long, value_name = "DIR")]
+    cgroup_parent: Option<PathBuf>,
     /// Write JSON status events (sandbox ready with pids, namespaces and policy; exit status), one
     /// per line, to this already-open file descriptor
     #[arg(long, value_name = "FD")]
@@ -83,11 +102,31 @@ struct Cli {
     /// Check whether this machine can run the demo, one line per requirement with the fix for
     /// what is missing (a throw-away sandbox runs the demo on its own lo, with the delegation the
     /// other options give); exit 0 only when it can
-    #[arg(long, conflicts_with_all = ["command", "veth", "json_status", "timeout", "no_traffic", "interface", "bpffs_path"])]
+    #[arg(long, conflicts_with_all = ["command", "veth", "json_status", "timeout", "no_traffic", "interface", "bpffs_path", "cap_add", "cap_drop", "memory_max", "pids_max"])]
     check: bool,
-    /// With --check: print the findings as one JSON object
-    #[arg(long, requires = "check")]
+    /// Print the delegation this run would use (options, flags, and what it lets the command
+    /// reach beyond the sandbox with the capabilities it keeps) and exit without running
+    #[arg(long, conflicts_with_all = ["check", "command", "veth", "json_status", "timeout"])]
+    print_policy: bool,
+    /// With --check or --print-policy: print one JSON object
+    #[arg(long)]
     json: bool,
+    /// Give the command back a capability it loses by default (perfmon, sys_admin): either one
+    /// lets it read kernel memory and trace host processes through the token; repeatable
+    #[arg(long = "cap-add", value_name = "CAP")]
+    cap_add: Vec<String>,
+    /// Drop one more capability from the command inside its user namespace (`all` for every
+    /// one not given back with --cap-add); repeatable
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    cap_drop: Vec<String>,
+    /// Run the command in a new session without the caller's controlling terminal (no job
+    /// control; nothing it does can act on the caller's terminal as its own)
+    #[arg(long, requires = "command")]
+    new_session: bool,
+    /// Pass this open descriptor of the caller on to the command (every other one above 2 is
+    /// closed at start-up); repeatable
+    #[arg(long = "preserve-fd", value_name = "FD", requires = "command")]
+    preserve_fd: Vec<i32>,
     /// Trace every step on stderr (repeat for more)
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
     verbose: u8,
@@ -110,8 +149,8 @@ impl Cli {
                 .map_err(|e| e.to_string())?
                 .delegation
         } else if let Some(path) = &self.policy_from {
-            let elf = std::fs::read(path)
-                .map_err(|e| format!("--policy-from {}: {e}", path.display()))?;
+            let elf = read_untrusted_file(path, MAX_OBJECT_LEN)
+                .map_err(|e| format!("--policy-from {e}"))?;
             policy::least_privilege_for_elf(&elf)
                 .map_err(|e| format!("--policy-from {}: {e}", path.display()))?
         } else {
@@ -137,43 +176,222 @@ impl Cli {
     }
 
     fn check_bpffs_path(&self) -> Result<(), String> {
-        let path = &self.bpffs_path;
-        if !path.is_absolute() {
-            return Err(format!("--bpffs-path {path:?} must be an absolute path"));
-        }
-        if path.as_os_str().as_bytes().contains(&0) {
-            return Err(format!("--bpffs-path {path:?} contains a NUL byte"));
-        }
-        // The sandbox's mount namespace starts as a copy of this one: a missing directory here
-        // would only fail later, at move_mount, with a bare ENOENT.
-        if !self.check && !path.is_dir() {
-            return Err(format!(
-                "--bpffs-path {path:?} is not an existing directory (the sandbox mounts the bpffs on a directory of its copy of the host's mount table)"
-            ));
-        }
-        Ok(())
+        check_bpffs_path(&self.bpffs_path, !self.check)
     }
+}
+
+/// The largest object `--policy-from` reads (the biggest objects of BCC's libbpf-tools are a
+/// few MiB).
+const MAX_OBJECT_LEN: u64 = 256 << 20;
+
+/// Directories the bpffs must not hide in the sandbox's mount table: mounting on one of them
+/// hides what the sandbox's own programs need (`/proc`, `/dev`, `/sys/kernel/btf` ...).
+const ESSENTIAL_DIRECTORIES: &[&str] = &[
+    "/",
+    "/bin",
+    "/boot",
+    "/etc",
+    "/home",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/opt",
+    "/root",
+    "/run",
+    "/sbin",
+    "/srv",
+    "/sys",
+    "/sys/fs",
+    "/sys/kernel",
+    "/tmp",
+    "/usr",
+    "/var",
+];
+/// Trees the bpffs must not be mounted anywhere in.
+const KERNEL_TREES: &[&str] = &["/proc", "/dev"];
+
+/// `--bpffs-path` must name one existing directory plainly: absolute, no `.` or `..`, no
+/// symbolic link (the sandbox mounts on whatever it resolves to in its copy of the mount
+/// table), and nothing the sandbox needs.
+fn check_bpffs_path(path: &Path, must_exist: bool) -> Result<(), String> {
+    let bytes = path.as_os_str().as_bytes();
+    if !path.is_absolute() {
+        return Err(format!("--bpffs-path {path:?} must be an absolute path"));
+    }
+    if bytes.contains(&0) {
+        return Err(format!("--bpffs-path {path:?} contains a NUL byte"));
+    }
+    if bytes
+        .split(|b| *b == b'/')
+        .any(|part| part == b"." || part == b"..")
+    {
+        return Err(format!(
+            "--bpffs-path {path:?} contains `.` or `..`: give the directory's plain path"
+        ));
+    }
+    // Repeated and trailing slashes are harmless spellings of the same path.
+    let plain: PathBuf = path.components().collect();
+    let text = plain.to_string_lossy();
+    if ESSENTIAL_DIRECTORIES.contains(&text.as_ref()) {
+        return Err(format!(
+            "--bpffs-path {path:?}: mounting the bpffs there would hide that directory from the sandbox; use a directory of its own (default /sys/fs/bpf)"
+        ));
+    }
+    if KERNEL_TREES.iter().any(|tree| plain.starts_with(tree)) {
+        return Err(format!(
+            "--bpffs-path {path:?} is inside /proc or /dev, which the sandbox needs as they are; use a directory of its own (default /sys/fs/bpf)"
+        ));
+    }
+    if !must_exist {
+        return Ok(());
+    }
+    // The sandbox's mount namespace starts as a copy of this one: a missing directory here
+    // would only fail later, at move_mount, with a bare ENOENT.
+    match std::fs::canonicalize(&plain) {
+        Ok(resolved) if resolved != plain => Err(format!(
+            "--bpffs-path {path:?} goes through a symbolic link (it resolves to {}); give that path",
+            resolved.display()
+        )),
+        Ok(resolved) if resolved.is_dir() => Ok(()),
+        _ => Err(format!(
+            "--bpffs-path {path:?} is not an existing directory (the sandbox mounts the bpffs on a directory of its copy of the host's mount table)"
+        )),
+    }
+}
+
+/// `token_userns_demo --` with nothing after it: clap sees no command and would run the demo.
+fn empty_command_after_dashes(command: &[OsString]) -> bool {
+    command.is_empty() && std::env::args_os().skip(1).any(|arg| arg == "--")
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.verbose);
-    // All input is checked before anything is forked or mounted.
-    let delegation = match cli.check_bpffs_path().and_then(|()| cli.delegation()) {
-        Ok(d) => d,
+    match prepare(cli) {
+        Ok(Prepared::Check {
+            delegation,
+            identity,
+            json,
+            cgroup_parent,
+        }) => check(delegation, identity, json, cgroup_parent),
+        Ok(Prepared::Run(options)) => run(&options),
+        Ok(Prepared::PrintPolicy {
+            delegation,
+            capabilities,
+            json,
+        }) => {
+            let report = PolicyReport::new(
+                &delegation,
+                capabilities.caps_kept(),
+                EnumNames::for_running_kernel(),
+                None,
+            );
+            let text = if json {
+                format!("{}\n", report.json())
+            } else {
+                report.text()
+            };
+            match logging::write_stdout(&text) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => ExitCode::from(logging::stdout_failure("token_userns_demo", &error)),
+            }
+        }
         Err(err) => {
             eprintln!("token_userns_demo: error: {err}");
-            return ExitCode::from(2);
+            ExitCode::from(2)
         }
-    };
-    let identity = HostIdentity::choose(cli.uid, cli.gid);
-    if cli.check {
-        return check(delegation, identity, cli.json);
     }
-    if identity.uid == 0 {
-        log::warn!(
-            "--uid 0: the sandbox's root is host root; files it creates belong to host root"
+}
+
+enum Prepared {
+    Check {
+        delegation: Delegation,
+        identity: HostIdentity,
+        json: bool,
+        cgroup_parent: Option<PathBuf>,
+    },
+    Run(Box<SupervisorOptions>),
+    PrintPolicy {
+        delegation: Delegation,
+        capabilities: CapabilityChoice,
+        json: bool,
+    },
+}
+
+/// Everything about the input is checked here, before anything is forked or mounted; the
+/// caller's descriptors are dealt with here too, before anything opens one of its own.
+fn prepare(cli: Cli) -> Result<Prepared, String> {
+    if empty_command_after_dashes(&cli.command) {
+        return Err(
+            "nothing after `--`: give the command to run (or drop `--` to run the demo)".to_owned(),
         );
+    }
+    if cli.json && !cli.check && !cli.print_policy {
+        return Err("--json goes with --check or --print-policy".to_owned());
+    }
+    cli.check_bpffs_path()?;
+    let capabilities =
+        CapabilityChoice::from_flags(&cli.cap_add, &cli.cap_drop).map_err(|e| e.to_string())?;
+    let delegation = cli.delegation()?;
+    if cli.print_policy {
+        return Ok(Prepared::PrintPolicy {
+            delegation,
+            capabilities,
+            json: cli.json,
+        });
+    }
+    // Program types that need CAP_PERFMON are refused unless the command keeps it; other
+    // delegations that reach beyond the sandbox are said. The built-in names suffice (the
+    // kernel's BTF is not read on the launch path); --print-policy shows the kernel's.
+    let risk_warnings = risk::check(&delegation, capabilities.caps_kept(), &EnumNames::builtin())
+        .map_err(|refusal| refusal.to_string())?;
+    if log::log_enabled!(log::Level::Debug) {
+        let names = EnumNames::for_running_kernel();
+        for line in risk::assess(&delegation, capabilities.caps_kept(), names).lines() {
+            log::debug!("delegation: {line}");
+        }
+        log::debug!(
+            "the command loses {}",
+            capabilities.dropped_names().join(", ")
+        );
+    }
+    if let Some(Err(err)) = cli.cgroup_parent.as_deref().map(cgroup::check_parent) {
+        return Err(err.to_string());
+    }
+    let supervisor_pid = std::process::id();
+    let identity = HostIdentity::choose(cli.uid, cli.gid, supervisor_pid);
+    if cli.check {
+        close_inherited_descriptors(&[])?;
+        return Ok(Prepared::Check {
+            delegation,
+            identity,
+            json: cli.json,
+            cgroup_parent: cli.cgroup_parent,
+        });
+    }
+    let veth = cli
+        .veth
+        .as_deref()
+        .map(|name| VethPair::new(name, supervisor_pid))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let status = cli.json_status.map(status_sink).transpose()?;
+    for &fd in &cli.preserve_fd {
+        preserve(fd, cli.json_status)?;
+    }
+    close_inherited_descriptors(&cli.preserve_fd)?;
+    for warning in capabilities.warnings() {
+        log::warn!("{warning}");
+    }
+    // The --cap-add warning already says what keeping CAP_PERFMON grants.
+    for warning in risk_warnings
+        .iter()
+        .filter(|w| w.kind != WarningKind::KernelMemoryRead)
+    {
+        log::warn!("{warning}");
+    }
+    for warning in identity.warnings(cli.uid.is_some(), cli.gid.is_some()) {
+        log::warn!("{warning}");
     }
     let action = if cli.command.is_empty() {
         SandboxAction::Trace {
@@ -183,26 +401,7 @@ fn main() -> ExitCode {
     } else {
         SandboxAction::Exec { argv: cli.command }
     };
-    let veth = match cli
-        .veth
-        .as_deref()
-        .map(|name| VethPair::new(name, std::process::id()))
-        .transpose()
-    {
-        Ok(veth) => veth,
-        Err(err) => {
-            eprintln!("token_userns_demo: error: {err}");
-            return ExitCode::from(2);
-        }
-    };
-    let status = match cli.json_status.map(status_sink).transpose() {
-        Ok(status) => status,
-        Err(err) => {
-            eprintln!("token_userns_demo: error: {err}");
-            return ExitCode::from(2);
-        }
-    };
-    let options = SupervisorOptions {
+    Ok(Prepared::Run(Box::new(SupervisorOptions {
         veth,
         status,
         delegation,
@@ -210,8 +409,19 @@ fn main() -> ExitCode {
         identity,
         bpffs_path: cli.bpffs_path,
         action,
-    };
-    match supervisor::run(&options) {
+        capabilities,
+        new_session: cli.new_session,
+        limits: Some(cgroup::Limits {
+            memory_max: cli.memory_max,
+            pids_max: cli.pids_max,
+            parent: cli.cgroup_parent,
+        })
+        .filter(cgroup::Limits::wanted),
+    })))
+}
+
+fn run(options: &SupervisorOptions) -> ExitCode {
+    match supervisor::run(options) {
         Ok(exit) => {
             log::debug!("sandbox child {exit}");
             if let ChildExit::Signaled(_) | ChildExit::TimedOut(_) = exit {
@@ -237,19 +447,56 @@ fn main() -> ExitCode {
     }
 }
 
+/// Checks a `--preserve-fd` descriptor is open, and lets it through exec.
+fn preserve(fd: i32, status_fd: Option<i32>) -> Result<(), String> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    if fd <= 2 {
+        return Err(format!(
+            "--preserve-fd {fd}: descriptors 0, 1 and 2 always pass through"
+        ));
+    }
+    if Some(fd) == status_fd {
+        return Err(format!(
+            "--preserve-fd {fd}: that descriptor is --json-status's, which the command must not get"
+        ));
+    }
+    // SAFETY: only borrowed for the fcntl calls, while the caller's descriptor stays open.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    fcntl(borrowed, FcntlArg::F_SETFD(FdFlag::empty()))
+        .map_err(|e| format!("--preserve-fd {fd}: the descriptor is not open ({e})"))?;
+    Ok(())
+}
+
+/// Closes every descriptor above 2 the caller left open, except `keep` (and `--json-status`'s,
+/// which [`status_sink`] made close-on-exec). A root caller's open files (a secret it read, a
+/// directory fd on `/`) would otherwise pass to the command through fork and exec.
+fn close_inherited_descriptors(keep: &[i32]) -> Result<(), String> {
+    bpf_token_launcher::sys::file::close_descriptors_except(keep, STATUS_FD.get().copied())
+        .map_err(|e| format!("closing the caller's descriptors: {e}"))
+}
+
 /// `--check`: the report on stdout; exit 0 only when the demo can run.
-fn check(delegation: Delegation, identity: HostIdentity, json: bool) -> ExitCode {
+fn check(
+    delegation: Delegation,
+    identity: HostIdentity,
+    json: bool,
+    cgroup_parent: Option<PathBuf>,
+) -> ExitCode {
     let report = preflight::check(&preflight::CheckOptions {
         delegation,
         identity,
+        cgroup_parent,
     });
-    if json {
-        println!(
-            "{}",
+    let text = if json {
+        format!(
+            "{}\n",
             serde_json::to_string(&report).expect("the report serialises")
-        );
+        )
     } else {
-        print!("{report}");
+        report.to_string()
+    };
+    if let Err(error) = logging::write_stdout(&text) {
+        return ExitCode::from(logging::stdout_failure("token_userns_demo", &error));
     }
     if report.ok {
         ExitCode::SUCCESS
@@ -258,20 +505,38 @@ fn check(delegation: Delegation, identity: HostIdentity, json: bool) -> ExitCode
     }
 }
 
+/// The `--json-status` descriptor, kept open by [`close_inherited_descriptors`].
+static STATUS_FD: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+
 /// Takes over an inherited descriptor for status events, close-on-exec so the sandbox's
-/// command does not inherit it.
+/// command does not inherit it. A descriptor events cannot be written to (read-only, a
+/// directory) is refused here rather than losing every event later.
 fn status_sink(fd: i32) -> Result<StatusSink, String> {
-    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
     use std::os::fd::{FromRawFd as _, OwnedFd};
     if fd <= 2 {
         return Err(format!(
             "--json-status {fd}: use a descriptor above 2 (e.g. 3>status.json)"
         ));
     }
-    // SAFETY: only borrowed for the F_GETFD probe; ownership is taken below once it is known open.
+    // SAFETY: only borrowed for the probes; ownership is taken below once it is known usable.
     let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let flags = fcntl(borrowed, FcntlArg::F_GETFL)
+        .map_err(|e| format!("--json-status {fd}: the descriptor is not open ({e})"))?;
+    let mode = OFlag::from_bits_truncate(flags) & OFlag::O_ACCMODE;
+    if mode != OFlag::O_WRONLY && mode != OFlag::O_RDWR {
+        return Err(format!(
+            "--json-status {fd}: the descriptor is open read-only; open it for writing (e.g. 3>status.json)"
+        ));
+    }
+    let stat = nix::sys::stat::fstat(borrowed)
+        .map_err(|e| format!("--json-status {fd}: fstat failed ({e})"))?;
+    if stat.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        return Err(format!("--json-status {fd}: the descriptor is a directory"));
+    }
     fcntl(borrowed, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
         .map_err(|e| format!("--json-status {fd}: the descriptor is not open ({e})"))?;
+    let _ = STATUS_FD.set(fd);
     // SAFETY: the descriptor is open, was inherited for this purpose, and nothing else in this
     // process uses it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -282,9 +547,16 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
     let secs: f64 = text
         .parse()
         .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    // Far beyond any run, and far below what the monotonic clock can add without overflow.
+    const MAX_SECS: f64 = 1e9;
     if !(secs > 0.0 && secs.is_finite()) {
         return Err(format!(
             "{text:?}: the timeout must be a positive number of seconds"
+        ));
+    }
+    if secs > MAX_SECS {
+        return Err(format!(
+            "{text:?}: the timeout must be at most {MAX_SECS:e} seconds"
         ));
     }
     Duration::try_from_secs_f64(secs).map_err(|e| format!("{text:?}: {e}"))

@@ -29,12 +29,21 @@ pub struct PolicyFile {
 
 impl PolicyFile {
     /// Reads and checks a policy file.
+    /// The most a policy file may hold: four short lists.
+    pub const MAX_LEN: u64 = 1 << 20;
+
+    /// Reads and checks a policy file: a regular file, not a symbolic link, at most
+    /// [`Self::MAX_LEN`] bytes of UTF-8 (see [`crate::sys::file::read_untrusted_file`]).
     pub fn read(path: &Path, names: &EnumNames) -> Result<Self, PolicyFileError> {
-        let text = std::fs::read_to_string(path).map_err(|e| PolicyFileError {
+        let unreadable = |message: String| PolicyFileError {
             path: path.to_owned(),
             position: None,
-            message: format!("cannot read the policy file: {e}"),
-        })?;
+            message,
+        };
+        let bytes = crate::sys::file::read_untrusted_file(path, Self::MAX_LEN)
+            .map_err(|e| unreadable(format!("cannot read the policy file: {}", e.kind)))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| unreadable("the policy file is not UTF-8 text".to_owned()))?;
         Self::parse(path, &text, names)
     }
 

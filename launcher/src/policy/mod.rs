@@ -11,6 +11,8 @@ mod builtin;
 mod file;
 mod from_object;
 mod names;
+pub mod report;
+pub mod risk;
 
 pub use file::{PolicyFile, PolicyFileError};
 pub use from_object::{ObjectPolicyError, least_privilege, least_privilege_for_elf};

@@ -4,11 +4,13 @@
 //! `BorrowedFd` in and `OwnedFd` out, and a [`SysError`] that names the call and the errno.
 
 pub mod bpf;
+pub mod cgroup;
 pub mod file;
 pub mod mount;
 pub mod net;
 pub mod netlink;
 pub mod process;
+pub mod seccomp;
 
 use std::fmt;
 use std::os::fd::{FromRawFd as _, OwnedFd};

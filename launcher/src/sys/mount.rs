@@ -12,6 +12,7 @@ use super::{SysError, fd_result, unit_result};
 const FSOPEN_CLOEXEC: libc::c_uint = 0x1;
 const FSMOUNT_CLOEXEC: libc::c_uint = 0x1;
 const FSPICK_CLOEXEC: libc::c_uint = 0x1;
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
 const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 const FSCONFIG_CMD_RECONFIGURE: libc::c_uint = 7;
@@ -40,6 +41,22 @@ pub fn fsconfig_set_string(fs: BorrowedFd<'_>, key: &CStr, value: &CStr) -> Resu
     unit_result(ret, "fsconfig(FSCONFIG_SET_STRING)")
 }
 
+/// `fsconfig(fs, FSCONFIG_SET_FLAG, key, NULL, 0)`.
+pub fn fsconfig_set_flag(fs: BorrowedFd<'_>, key: &CStr) -> Result<(), SysError> {
+    // SAFETY: key is a valid NUL-terminated string; fs is an open descriptor.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_SET_FLAG,
+            key.as_ptr(),
+            std::ptr::null::<u8>(),
+            0,
+        )
+    };
+    unit_result(ret, "fsconfig(FSCONFIG_SET_FLAG)")
+}
+
 fn fsconfig_cmd(fs: BorrowedFd<'_>, cmd: libc::c_uint, call: &'static str) -> Result<(), SysError> {
     // SAFETY: commands take no pointers.
     let ret = unsafe {
@@ -53,6 +70,20 @@ fn fsconfig_cmd(fs: BorrowedFd<'_>, cmd: libc::c_uint, call: &'static str) -> Re
         )
     };
     unit_result(ret, call)
+}
+
+/// One message of a filesystem context's log (`read` on the context descriptor), or `None`
+/// when the log is empty (ENODATA).
+pub fn read_context_message(fs: BorrowedFd<'_>) -> Result<Option<String>, SysError> {
+    let mut buf = [0u8; 512];
+    match nix::unistd::read(fs, &mut buf) {
+        Ok(n) => Ok(Some(String::from_utf8_lossy(&buf[..n]).into_owned())),
+        Err(super::Errno::ENODATA) => Ok(None),
+        Err(errno) => Err(SysError {
+            call: "read(fscontext)",
+            errno,
+        }),
+    }
 }
 
 /// `fsconfig(fs, FSCONFIG_CMD_CREATE)`: creates the superblock from the configured context.
@@ -119,6 +150,23 @@ pub fn make_tree_private() -> Result<(), SysError> {
     )
     .map_err(|errno| SysError {
         call: "mount(\"/\", MS_REC | MS_PRIVATE)",
+        errno,
+    })
+}
+
+/// `mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0555")`:
+/// an empty read-only directory over `target`, hiding what is mounted there.
+pub fn cover_with_empty_tmpfs(target: &std::path::Path) -> Result<(), SysError> {
+    use nix::mount::MsFlags;
+    nix::mount::mount(
+        Some("tmpfs"),
+        target,
+        Some("tmpfs"),
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=0555"),
+    )
+    .map_err(|errno| SysError {
+        call: "mount(tmpfs, MS_RDONLY)",
         errno,
     })
 }

@@ -265,8 +265,19 @@ impl Refusal {
             BpffsError::Configure { .. } => "BpffsError::Configure",
             BpffsError::Create(_) => "BpffsError::Create",
             BpffsError::Mount(_) => "BpffsError::Mount",
+            BpffsError::NotBpfContext { .. } => "BpffsError::NotBpfContext",
+            BpffsError::Probe(_) => "BpffsError::Probe",
         };
-        Self::diagnosed(variant, e.diagnosed(), e)
+        match e.diagnosed() {
+            Some(diagnosed) => Self::diagnosed(variant, diagnosed, e),
+            None => Self {
+                error: variant.to_owned(),
+                errno: Errno::UnknownErrno,
+                cause: None,
+                detail: None,
+                message: e.to_string(),
+            },
+        }
     }
 
     pub fn token(e: &TokenError) -> Self {

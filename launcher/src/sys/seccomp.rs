@@ -1,0 +1,279 @@
+//! Classic BPF seccomp filters: the instruction encoding, a small assembler with labels, and
+//! installation.
+//!
+//! Written here rather than taken from seccompiler (which the failure-injection tests use):
+//! its programs kill any process whose syscall comes from another ABI (i386 programs under
+//! `CONFIG_IA32_EMULATION`, so any 32-bit tool a test suite runs), match x86-64 syscall numbers
+//! only (an x32 caller, `nr | 0x40000000` under the same audit arch, would pass a rule on
+//! `ioctl`), and cannot express `SECCOMP_RET_USER_NOTIF`.
+
+use super::{Errno, SysError};
+
+/// `struct sock_filter`.
+pub type Instruction = libc::sock_filter;
+
+// Instruction classes and modes, `<linux/bpf_common.h>`.
+const BPF_LD: u16 = 0x00;
+const BPF_JMP: u16 = 0x05;
+const BPF_RET: u16 = 0x06;
+const BPF_W: u16 = 0x00;
+const BPF_ABS: u16 = 0x20;
+const BPF_JEQ: u16 = 0x10;
+const BPF_JGE: u16 = 0x30;
+const BPF_K: u16 = 0x00;
+
+/// Offsets in `struct seccomp_data`.
+pub const DATA_NR: u32 = 0;
+pub const DATA_ARCH: u32 = 4;
+/// The low 32 bits of argument `index` (the struct is in the CPU's byte order; only
+/// little-endian targets are built).
+pub const fn data_arg_low(index: u32) -> u32 {
+    16 + 8 * index
+}
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("the seccomp filter reads argument words at little-endian offsets");
+
+/// Return values, `<linux/seccomp.h>`.
+pub const RET_ALLOW: u32 = 0x7fff_0000;
+pub const RET_KILL_PROCESS: u32 = 0x8000_0000;
+pub const fn ret_errno(errno: Errno) -> u32 {
+    0x0005_0000 | (errno as u32 & 0xffff)
+}
+
+/// A jump target inside a [`Program`] under construction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Label(usize);
+
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Plain(Instruction),
+    /// `jeq`/`jge` with labelled targets, resolved by [`Program::finish`].
+    Jump {
+        code: u16,
+        k: u32,
+        if_true: Label,
+        if_false: Label,
+    },
+}
+
+/// An assembler for one filter: straight-line code plus forward jumps to labels.
+#[derive(Debug, Default)]
+pub struct Program {
+    slots: Vec<Slot>,
+    /// Label number → instruction index, once placed.
+    labels: Vec<Option<usize>>,
+}
+
+impl Program {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn label(&mut self) -> Label {
+        self.labels.push(None);
+        Label(self.labels.len() - 1)
+    }
+
+    /// Places `label` at the next instruction.
+    pub fn bind(&mut self, label: Label) {
+        assert!(self.labels[label.0].is_none(), "label bound twice");
+        self.labels[label.0] = Some(self.slots.len());
+    }
+
+    /// `A = seccomp_data[offset]` (a 32-bit word).
+    pub fn load(&mut self, offset: u32) {
+        self.slots.push(Slot::Plain(libc::sock_filter {
+            code: BPF_LD | BPF_W | BPF_ABS,
+            jt: 0,
+            jf: 0,
+            k: offset,
+        }));
+    }
+
+    pub fn ret(&mut self, value: u32) {
+        self.slots.push(Slot::Plain(libc::sock_filter {
+            code: BPF_RET | BPF_K,
+            jt: 0,
+            jf: 0,
+            k: value,
+        }));
+    }
+
+    /// `if A == k goto if_true else goto if_false`.
+    pub fn jump_eq(&mut self, k: u32, if_true: Label, if_false: Label) {
+        self.jump(BPF_JEQ, k, if_true, if_false);
+    }
+
+    /// `if A >= k goto if_true else goto if_false` (unsigned).
+    pub fn jump_ge(&mut self, k: u32, if_true: Label, if_false: Label) {
+        self.jump(BPF_JGE, k, if_true, if_false);
+    }
+
+    fn jump(&mut self, op: u16, k: u32, if_true: Label, if_false: Label) {
+        self.slots.push(Slot::Jump {
+            code: BPF_JMP | op | BPF_K,
+            k,
+            if_true,
+            if_false,
+        });
+    }
+
+    /// The instructions, with every jump resolved. Classic BPF jumps only forward, by at most
+    /// 255 instructions: a label placed before its jump, or too far, is a bug in the caller.
+    pub fn finish(self) -> Vec<Instruction> {
+        let target = |label: Label, from: usize| -> u8 {
+            let to = self.labels[label.0].expect("every label is bound");
+            let offset = to
+                .checked_sub(from + 1)
+                .expect("classic BPF jumps only forward");
+            u8::try_from(offset).expect("jump within 255 instructions")
+        };
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(index, slot)| match *slot {
+                Slot::Plain(instruction) => instruction,
+                Slot::Jump {
+                    code,
+                    k,
+                    if_true,
+                    if_false,
+                } => libc::sock_filter {
+                    code,
+                    jt: target(if_true, index),
+                    jf: target(if_false, index),
+                    k,
+                },
+            })
+            .collect()
+    }
+}
+
+/// Runs `program` on one `seccomp_data` as the kernel would (the subset of classic BPF that
+/// [`Program`] emits), for tests that need no kernel.
+pub fn evaluate(program: &[Instruction], data: &SeccompData) -> u32 {
+    let bytes = data.bytes();
+    let mut accumulator = 0u32;
+    let mut pc = 0usize;
+    loop {
+        let instruction = program[pc];
+        match instruction.code {
+            code if code == BPF_LD | BPF_W | BPF_ABS => {
+                let at = instruction.k as usize;
+                accumulator = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+                pc += 1;
+            }
+            code if code == BPF_RET | BPF_K => return instruction.k,
+            code if code == BPF_JMP | BPF_JEQ | BPF_K || code == BPF_JMP | BPF_JGE | BPF_K => {
+                let taken = if code & 0xf0 == BPF_JEQ {
+                    accumulator == instruction.k
+                } else {
+                    accumulator >= instruction.k
+                };
+                let skip = if taken {
+                    instruction.jt
+                } else {
+                    instruction.jf
+                };
+                pc += 1 + usize::from(skip);
+            }
+            code => panic!("instruction {code:#x} is not emitted by Program"),
+        }
+    }
+}
+
+/// `struct seccomp_data`, for [`evaluate`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SeccompData {
+    pub nr: i32,
+    pub arch: u32,
+    pub instruction_pointer: u64,
+    pub args: [u64; 6],
+}
+
+impl SeccompData {
+    fn bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(64);
+        bytes.extend_from_slice(&self.nr.to_le_bytes());
+        bytes.extend_from_slice(&self.arch.to_le_bytes());
+        bytes.extend_from_slice(&self.instruction_pointer.to_le_bytes());
+        for arg in self.args {
+            bytes.extend_from_slice(&arg.to_le_bytes());
+        }
+        bytes
+    }
+}
+
+/// `prctl(PR_SET_NO_NEW_PRIVS, 1)`: no exec from now on can grant privileges (setuid bits,
+/// file capabilities), and an unprivileged process may install seccomp filters.
+pub fn set_no_new_privs() -> Result<(), SysError> {
+    // SAFETY: plain integer arguments.
+    let ret = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    super::unit_result(ret.into(), "prctl(PR_SET_NO_NEW_PRIVS)")
+}
+
+/// `seccomp(SECCOMP_SET_MODE_FILTER, 0, program)` for the calling thread (and what it execs
+/// and forks later).
+pub fn install_filter(program: &[Instruction]) -> Result<(), SysError> {
+    let len = u16::try_from(program.len()).map_err(|_| SysError {
+        call: "seccomp(SECCOMP_SET_MODE_FILTER)",
+        errno: Errno::E2BIG,
+    })?;
+    let fprog = libc::sock_fprog {
+        len,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: fprog points at `len` instructions that outlive the call; the kernel copies them.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &raw const fprog,
+        )
+    };
+    super::unit_result(ret, "seccomp(SECCOMP_SET_MODE_FILTER)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_resolve_to_forward_offsets() {
+        let mut p = Program::new();
+        let yes = p.label();
+        let no = p.label();
+        p.load(DATA_NR);
+        p.jump_eq(7, yes, no);
+        p.bind(no);
+        p.ret(RET_ALLOW);
+        p.bind(yes);
+        p.ret(ret_errno(Errno::EPERM));
+        let program = p.finish();
+        assert_eq!((program[1].jt, program[1].jf), (1, 0));
+        let run = |nr| {
+            evaluate(
+                &program,
+                &SeccompData {
+                    nr,
+                    ..SeccompData::default()
+                },
+            )
+        };
+        assert_eq!(run(7), ret_errno(Errno::EPERM));
+        assert_eq!(run(8), RET_ALLOW);
+    }
+
+    #[test]
+    #[should_panic(expected = "only forward")]
+    fn backward_jumps_are_refused() {
+        let mut p = Program::new();
+        let back = p.label();
+        p.bind(back);
+        p.load(DATA_NR);
+        p.jump_eq(1, back, back);
+        let _ = p.finish();
+    }
+}
