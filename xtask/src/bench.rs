@@ -475,8 +475,10 @@ a worker for ~15 ms after the demo exits, which would land on whatever runs next
 The sandbox launch does what `unshare -Urnm` does (user, mount and network namespaces, id maps,\n\
 `/` private) plus: starting the supervisor (a static musl executable: it reaches `main` faster than\n\
 the dynamically linked `/bin/true`), `clone3` of the sandbox with a PID namespace, `lo` up, the\n\
-delegated bpffs (fsopen, four `fsconfig` delegate options, superblock, fsmount, move_mount), the\n\
-mountinfo read-back, and the start of the command. The kernel walks the vmlinux BTF for every\n\
+delegated bpffs (a check that the received context is a bpf one, fsopen, four `fsconfig` delegate\n\
+options, superblock, fsmount, move_mount), the mountinfo read-back, the command's confinement\n\
+(host cgroup2 mounts covered, CAP_PERFMON and CAP_SYS_ADMIN dropped, no_new_privs, the seccomp\n\
+filter; the caller's descriptors closed at start-up) and the start of the command. The kernel walks the vmlinux BTF for every\n\
 delegate option (~0.2 ms each, whatever the form of the value) and again to show the options in\n\
 mountinfo, about 1 ms of kernel time the floor never spends; the supervisor's options overlap the\n\
 sandbox's network namespace creation, each process on a CPU of its own (`launcher/src/placement.rs`).\n\
