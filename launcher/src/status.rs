@@ -2,8 +2,10 @@
 //! JSON object per line.
 //!
 //! - `{"event":"sandbox-ready","supervisor_pid":..,"sandbox_pid":..,"namespaces":{"user":..,
-//!   "mnt":..,"net":..,"pid":..},"bpffs_path":..,"delegation":{"delegate_cmds":..,..}}` once the delegated
-//!   bpffs is verified, before the command starts;
+//!   "mnt":..,"net":..,"pid":..},"bpffs_path":..,"delegation":{"delegate_cmds":..,..},"veth":..}`
+//!   once the delegated bpffs is verified, before the command starts; `veth` is null or
+//!   `{"host":"tkn123","host_address":"169.254.1.1","sandbox":..,"sandbox_address":..,
+//!   "subnet":"169.254.1.0/30"}`;
 //! - `{"event":"exited","exit_code":..,"signal":..,"timed_out":..}` at the end.
 
 use std::fs::File;
@@ -14,6 +16,7 @@ use std::sync::Arc;
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
+use crate::net::VethPair;
 use crate::policy::{DelegateKind, Delegation, EnumNames};
 use crate::relay::ChildExit;
 
@@ -39,6 +42,7 @@ impl StatusSink {
         bpffs_path: &Path,
         delegation: &Delegation,
         names: &EnumNames,
+        veth: Option<&VethPair>,
     ) {
         let namespace = |ns: &str| {
             std::fs::read_link(format!("/proc/{sandbox}/ns/{ns}"))
@@ -65,6 +69,13 @@ impl StatusSink {
             },
             "bpffs_path": bpffs_path,
             "delegation": options,
+            "veth": veth.map(|v| json!({
+                "host": v.host_name,
+                "host_address": v.subnet.map(|s| s.host_address().to_string()),
+                "sandbox": v.sandbox_name,
+                "sandbox_address": v.subnet.map(|s| s.sandbox_address().to_string()),
+                "subnet": v.subnet.map(|s| s.to_string()),
+            })),
         }));
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use std::os::unix::ffi::OsStrExt as _;
 
-use bpf_token_launcher::net::VethPair;
+use bpf_token_launcher::net::{VethPair, VethSubnet};
 use bpf_token_launcher::policy::{self, DelegateKind, Delegation, EnumNames, PolicyFile};
 use bpf_token_launcher::status::StatusSink;
 use bpf_token_launcher::supervisor::{
@@ -69,10 +69,22 @@ struct Cli {
     /// Where the delegated bpffs is mounted inside the sandbox (its own mount namespace)
     #[arg(long, value_name = "PATH", default_value = "/sys/fs/bpf")]
     bpffs_path: PathBuf,
-    /// Also create a veth pair: NAME in the sandbox (up, 169.254.x.y/30), its peer tkn<pid> on the
-    /// host (removed with the sandbox), so XDP can be tested on a real driver path
+    /// Also create a veth pair, so XDP can be tested on a real driver path: NAME in the sandbox
+    /// (up, with the .2 address of a /30), its peer tkn<pid> on the host (with the .1 address).
+    /// The /30 is a free one of 169.254.0.0/16, never in 169.254.169.0/24 or 169.254.170.0/24
+    /// (cloud metadata services), never overlapping an address or route of the host, never
+    /// shared with another sandbox. IPv4 only: the host end has IPv6 disabled, and ignores
+    /// router advertisements, redirects and source routes; its reverse-path filter is strict;
+    /// its forwarding setting is the host's (with net.ipv4.ip_forward=1 the sandbox can route
+    /// through the host). The supervisor deletes the host end before it exits, even if the
+    /// sandbox's network namespace outlives the sandbox. NAME: 1 to 15 bytes, no '/', ':', '%',
+    /// whitespace or control characters, not lo, all, default, '.' or '..'
     #[arg(long, value_name = "NAME")]
     veth: Option<String>,
+    /// With --veth: use this /30 (e.g. 10.200.0.0/30: host end 10.200.0.1, sandbox end
+    /// 10.200.0.2) instead of choosing one; refused if the host has an address or route in it
+    #[arg(long, value_name = "CIDR", requires = "veth", value_parser = parse_veth_subnet)]
+    veth_subnet: Option<VethSubnet>,
     /// Kill the whole sandbox after SECS seconds (fractions allowed) and exit with 124
     #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
     timeout: Option<Duration>,
@@ -186,7 +198,7 @@ fn main() -> ExitCode {
     let veth = match cli
         .veth
         .as_deref()
-        .map(|name| VethPair::new(name, std::process::id()))
+        .map(|name| VethPair::new(name, std::process::id(), cli.veth_subnet))
         .transpose()
     {
         Ok(veth) => veth,
@@ -276,6 +288,10 @@ fn status_sink(fd: i32) -> Result<StatusSink, String> {
     // process uses it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     Ok(StatusSink::new(std::fs::File::from(owned)))
+}
+
+fn parse_veth_subnet(text: &str) -> Result<VethSubnet, String> {
+    text.parse()
 }
 
 fn parse_timeout(text: &str) -> Result<Duration, String> {
