@@ -7,14 +7,13 @@
 
 mod support;
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{BufRead as _, BufReader, Read as _};
 use std::net::Ipv4Addr;
 use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
-use support::{DEMO, Run, shared};
+use support::{DEMO, Run, exclusive};
 
 /// Which part a re-executed test binary plays (see [`role`]).
 const ROLE: &str = "VETH_TEST_ROLE";
@@ -91,7 +90,10 @@ fn host_ends() -> Vec<String> {
 
 fn assert_no_host_ends(context: &dyn std::fmt::Debug) {
     let left = host_ends();
-    assert!(left.is_empty(), "host ends left behind: {left:?}\n{context:#?}");
+    assert!(
+        left.is_empty(),
+        "host ends left behind: {left:?}\n{context:#?}"
+    );
 }
 
 /// Item 4 of issue 13 (CVE-2020-13401 class): the command sends an IPv6 router advertisement
@@ -101,13 +103,15 @@ fn assert_no_host_ends(context: &dyn std::fmt::Debug) {
 /// arrive (its receive counter proves that).
 #[test]
 fn a_router_advertisement_from_the_sandbox_changes_nothing_on_the_host() {
-    let _host = shared();
+    let _host = exclusive();
     let sender = role_binary();
     let script = "sysctl -qw net.ipv6.conf.default.accept_ra=1 net.ipv6.conf.all.accept_ra=1 \
         net.ipv6.conf.all.forwarding=0 net.ipv6.conf.default.forwarding=0 \
         net.ipv6.conf.default.autoconf=1 && ip link set lo up && exec \"$@\"";
     let mut supervisor = Command::new("unshare")
-        .args(["--net", "--", "sh", "-c", script, "sh", DEMO, "-v", "--veth", "v0", "--"])
+        .args([
+            "--net", "--", "sh", "-c", script, "sh", DEMO, "-v", "--veth", "v0", "--",
+        ])
         .arg(&sender.path)
         .args(ROLE_ARGS)
         .env(ROLE, "ra-sender")
@@ -127,9 +131,8 @@ fn a_router_advertisement_from_the_sandbox_changes_nothing_on_the_host() {
     let stats = text(&ip_in(Some(pid), &["-s", "link", "show", "dev", &host_end]).stdout);
     drop(supervisor.stdin.take());
     let run = Run::from_output(supervisor.wait_with_output().expect("wait"));
-    let context = format!(
-        "{seen}\nroutes:\n{routes}\naddresses:\n{addresses}\nhost end:\n{stats}\n{run:#?}"
-    );
+    let context =
+        format!("{seen}\nroutes:\n{routes}\naddresses:\n{addresses}\nhost end:\n{stats}\n{run:#?}");
     assert_eq!(run.code, Some(0), "{context}");
     assert!(
         routes.trim().is_empty(),
@@ -144,6 +147,506 @@ fn a_router_advertisement_from_the_sandbox_changes_nothing_on_the_host() {
         "the advertisements did not reach the host end (the attack was not made): {context}"
     );
     assert_no_host_ends(&run);
+}
+
+/// A directory any mapped uid can write to, removed on drop.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new(name: &str) -> Self {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("token-veth-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The host uid (and gid) of the sandbox and of the keeper in the hand-over tests.
+const TEST_UID: u32 = 23_456;
+
+/// How the sandbox ends after its command handed the network namespace away.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    /// The command exits.
+    Exit,
+    /// `--timeout 1` kills the sandbox.
+    Timeout,
+    /// The test SIGKILLs the sandbox child.
+    Killed,
+}
+
+/// Item 6 of issue 13: the command passes its network namespace to a process of its own host
+/// uid outside the sandbox, which keeps it (and with it the veth pair) alive. The host end must
+/// still be gone when the supervisor returns, however the sandbox ended.
+fn host_end_is_gone_after_the_namespace_was_handed_away(ending: Ending) {
+    let _host = exclusive();
+    let mounts_before = support::host_mounts();
+    let dir = ScratchDir::new(&format!("{ending:?}"));
+    let socket = dir.0.join("keeper.sock");
+    let bin = role_binary();
+    let mut keeper = Command::new(&bin.path)
+        .args(ROLE_ARGS)
+        .env(ROLE, "ns-keeper")
+        .env("VETH_TEST_SOCKET", &socket)
+        .uid(TEST_UID)
+        .gid(TEST_UID)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the keeper");
+    let mut keeper_out = BufReader::new(keeper.stdout.take().expect("stdout"));
+    read_until(&mut keeper_out, "listening");
+
+    let uid = TEST_UID.to_string();
+    let mut command = Command::new(DEMO);
+    command.args(["-v", "--uid", &uid, "--gid", &uid, "--veth", "v0"]);
+    if let Ending::Timeout = ending {
+        command.args(["--timeout", "1"]);
+    }
+    let supervisor = command
+        .arg("--")
+        .arg(&bin.path)
+        .args(ROLE_ARGS)
+        .env(ROLE, "ns-passer")
+        .env("VETH_TEST_SOCKET", &socket)
+        .env(
+            "VETH_TEST_AFTER",
+            if let Ending::Exit = ending {
+                "exit"
+            } else {
+                "hang"
+            },
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the supervisor");
+    let host_end = format!("tkn{}", supervisor.id());
+    let handed = read_until(&mut keeper_out, "holding");
+    if let Ending::Killed = ending {
+        let sandbox = support::descendants(i32::try_from(supervisor.id()).unwrap())[0];
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(sandbox),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill the sandbox child");
+    }
+    let run = Run::from_output(supervisor.wait_with_output().expect("wait"));
+    // Looked at the moment the supervisor has returned, while the keeper still holds the
+    // sandbox's network namespace.
+    let show = ip_in(None, &["link", "show", &host_end]);
+    let keeper_alive = keeper.try_wait().expect("keeper status").is_none();
+    drop(keeper.stdin.take());
+    let keeper_status = keeper.wait().expect("wait for the keeper");
+    let context = format!("{handed}\n{run:#?}");
+    let expected = match ending {
+        Ending::Exit => 0,
+        Ending::Timeout => 124,
+        Ending::Killed => 128 + libc::SIGKILL,
+    };
+    assert_eq!(run.code, Some(expected), "{context}");
+    assert!(keeper_alive && keeper_status.success(), "{context}");
+    assert!(
+        !show.status.success(),
+        "{host_end} outlived the supervisor: {}\n{context}",
+        text(&show.stdout)
+    );
+    support::assert_host_clean(&mounts_before, &run);
+    assert_no_host_ends(&run);
+}
+
+#[test]
+fn host_end_is_gone_when_the_command_exits_after_handing_its_namespace_away() {
+    host_end_is_gone_after_the_namespace_was_handed_away(Ending::Exit);
+}
+
+#[test]
+fn host_end_is_gone_after_a_timeout_when_the_namespace_was_handed_away() {
+    host_end_is_gone_after_the_namespace_was_handed_away(Ending::Timeout);
+}
+
+#[test]
+fn host_end_is_gone_after_the_sandbox_is_killed_when_the_namespace_was_handed_away() {
+    host_end_is_gone_after_the_namespace_was_handed_away(Ending::Killed);
+}
+
+/// The supervisor's setup fails after the pair exists (here: the host end's `RTM_NEWADDR`, the
+/// supervisor's only 40-byte netlink message, made to fail): the host end is deleted before
+/// the supervisor returns.
+#[test]
+fn host_end_is_gone_after_a_setup_failure() {
+    let _host = exclusive();
+    let mut command = Command::new(DEMO);
+    command.args(["-v", "--veth", "v0", "--", "true"]);
+    support::inject_syscall_result(
+        &mut command,
+        libc::SYS_sendto,
+        Some((2, 40)),
+        libc::EADDRNOTAVAIL,
+    );
+    let run = support::run_command_clean(&mut command);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("adding the veth address: netlink RTM_NEWADDR failed: EADDRNOTAVAIL"),
+        "{run:#?}"
+    );
+    assert!(run.stderr.contains("deleted the veth pair"), "{run:#?}");
+    assert_no_host_ends(&run);
+}
+
+/// The /30 of each `veth tkn<pid> (<host address>/30) on the host` line of a `-v` trace.
+fn subnets_in_trace(trace: &str) -> Vec<(String, Ipv4Addr)> {
+    trace
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split("] veth ").nth(1)?;
+            let (name, rest) = rest.split_once(" (")?;
+            let address: Ipv4Addr = rest.split('/').next()?.parse().ok()?;
+            let network = Ipv4Addr::from(u32::from(address) & !3);
+            Some((name.to_owned(), network))
+        })
+        .collect()
+}
+
+fn in_metadata_ranges(network: Ipv4Addr) -> bool {
+    let [a, b, c, _] = network.octets();
+    (a, b) == (169, 254) && matches!(c, 169 | 170)
+}
+
+/// Item 5 of issue 13: with `pid % 16000`, supervisors whose pids differ by 16000 got the same
+/// /30. In a throw-away PID namespace, `ns_last_pid` gives three concurrent supervisors the pids
+/// N, N + 16000 (the issue's collision) and N + the pool size (the same first choice of the
+/// allocator): their /30s must all differ and stay out of the metadata ranges.
+#[test]
+fn concurrent_sandboxes_never_share_a_subnet() {
+    let _host = exclusive();
+    let mounts_before = support::host_mounts();
+    let dir = ScratchDir::new("subnets");
+    let pool_slots = 252 * 64;
+    let pids = [300, 300 + 16_000, 300 + pool_slots];
+    let mut script = String::from("set -eu\nmkfifo \"$1/fifo\"\nexec 3<>\"$1/fifo\"\n");
+    for pid in pids {
+        // Nothing else forks in this PID namespace between the write and the `&`: the earlier
+        // supervisors wait with their command (cat) running.
+        script.push_str(&format!(
+            "echo {last} > /proc/sys/kernel/ns_last_pid\n\
+             \"$2\" -v --veth v0 -- cat < \"$1/fifo\" > /dev/null 2> \"$1/{pid}.log\" 3>&- &\n\
+             until grep -q 'is pid 2 in the PID namespace' \"$1/{pid}.log\"; do \
+             kill -0 $! 2>/dev/null || break; sleep 0.02; done\n",
+            last = pid - 1
+        ));
+    }
+    script.push_str("exec 3>&-\nwait\n");
+    let out = Command::new("timeout")
+        .args([
+            "60",
+            "unshare",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+        ])
+        .arg(&dir.0)
+        .arg(DEMO)
+        .output()
+        .expect("run unshare");
+    let run = Run::from_output(out);
+    let mut found = Vec::new();
+    let mut traces = String::new();
+    for pid in pids {
+        let trace = std::fs::read_to_string(dir.0.join(format!("{pid}.log"))).unwrap_or_default();
+        let subnets = subnets_in_trace(&trace);
+        assert_eq!(
+            subnets
+                .iter()
+                .map(|(name, _)| name.as_str())
+                .collect::<Vec<_>>(),
+            [format!("tkn{pid}")],
+            "supervisor {pid}:\n{trace}\n{run:#?}"
+        );
+        found.push(subnets[0].1);
+        traces.push_str(&trace);
+    }
+    assert_eq!(run.code, Some(0), "{traces}\n{run:#?}");
+    for (i, a) in found.iter().enumerate() {
+        assert!(!in_metadata_ranges(*a), "{a} is a metadata range\n{traces}");
+        for b in &found[i + 1..] {
+            assert_ne!(a, b, "two sandboxes share {a}/30\n{traces}");
+        }
+    }
+    support::assert_host_clean(&mounts_before, &run);
+    assert_no_host_ends(&run);
+}
+
+/// Supervisors in two PID namespaces can have the same pid, hence the same host end name: the
+/// second fails with EEXIST, says what the interface is and how to remove it, and leaves the
+/// first one's host end alone.
+#[test]
+fn the_same_pid_in_two_pid_namespaces_is_a_clear_error() {
+    let _host = exclusive();
+    let script = "echo 4999 > /proc/sys/kernel/ns_last_pid; exec 3<&0; \
+                  \"$1\" -v --veth v0 -- cat <&3 3<&- & wait $!";
+    let mut first = Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            DEMO,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the first supervisor");
+    let mut first_trace = BufReader::new(first.stderr.take().expect("stderr"));
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if first_trace.read_line(&mut line).expect("read") == 0 {
+            panic!("the first supervisor ended early:\n{seen}");
+        }
+        seen.push_str(&line);
+        if line.contains("is pid 2 in the PID namespace") {
+            break;
+        }
+    }
+    assert!(seen.contains("] veth tkn5000 ("), "{seen}");
+    let second = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "sh", "-c"])
+        .arg("echo 4999 > /proc/sys/kernel/ns_last_pid; \"$1\" --veth v0 -- true & wait $!")
+        .args(["sh", DEMO])
+        .output()
+        .expect("run the second supervisor");
+    let second = Run::from_output(second);
+    let first_end_survived = ip_in(None, &["link", "show", "tkn5000"]).status.success();
+    drop(first.stdin.take());
+    let mut rest = String::new();
+    first_trace.read_to_string(&mut rest).expect("read");
+    let first_status = first.wait().expect("wait");
+    assert_eq!(second.code, Some(1), "{second:#?}");
+    for expected in [
+        "host end tkn5000",
+        "EEXIST",
+        "not the --veth name",
+        "another PID namespace",
+        "`ip link del tkn<pid>`",
+    ] {
+        assert!(
+            second.stderr.contains(expected),
+            "{expected:?} missing: {second:#?}"
+        );
+    }
+    assert!(
+        !second.stderr.contains("pick another --veth name"),
+        "{second:#?}"
+    );
+    assert!(
+        first_end_survived,
+        "the second supervisor deleted the first one's host end"
+    );
+    assert!(first_status.success(), "{seen}{rest}");
+    assert_no_host_ends(&second);
+}
+
+/// Bad `--veth` names and `--veth-subnet` values are refused with exit 2 before anything is
+/// forked (no sandbox child appears in the trace).
+#[test]
+fn bad_names_and_subnets_are_refused_before_forking() {
+    let _host = exclusive();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--veth", "v%d"], "template"),
+        (&["--veth", "all"], "reserved"),
+        (&["--veth", "default"], "reserved"),
+        (&["--veth", "lo"], "reserved"),
+        (&["--veth", ".."], "reserved"),
+        (&["--veth", "a:b"], "cannot contain"),
+        (&["--veth", "a b"], "cannot contain"),
+        (&["--veth", "much-too-long-name0"], "1 to 15 bytes"),
+        (
+            &["--veth", "v0", "--veth-subnet", "10.200.0.0/29"],
+            "needs a /30",
+        ),
+        (
+            &["--veth", "v0", "--veth-subnet", "10.200.0.1/30"],
+            "not its network address",
+        ),
+        (
+            &["--veth", "v0", "--veth-subnet", "10.200.0.3/30"],
+            "broadcast",
+        ),
+        (
+            &["--veth", "v0", "--veth-subnet", "169.254.169.252/30"],
+            "metadata",
+        ),
+        (
+            &["--veth", "v0", "--veth-subnet", "169.254.170.0/30"],
+            "metadata",
+        ),
+        (
+            &["--veth", "v0", "--veth-subnet", "127.0.0.0/30"],
+            "loopback",
+        ),
+        (&["--veth", "v0", "--veth-subnet", "nonsense"], "CIDR"),
+        (&["--veth-subnet", "10.200.0.0/30"], "--veth"),
+    ];
+    for (args, expected) in cases {
+        let mut all = vec!["-v"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--", "true"]);
+        let run = support::run_clean(DEMO, &all);
+        assert_eq!(run.code, Some(2), "{args:?}: {run:#?}");
+        assert!(
+            run.stderr.contains(expected),
+            "{args:?}: {expected:?} missing: {run:#?}"
+        );
+        assert!(run.child_pid().is_none(), "{args:?} forked: {run:#?}");
+    }
+    assert_no_host_ends(&"bad input");
+}
+
+/// `--veth-subnet` in a stand-in host: a /30 that overlaps a host route is refused at run time;
+/// a free one is used as given and shows in `--json-status`; one that another supervisor holds
+/// (in another network namespace, so only the lock can tell) is refused.
+#[test]
+fn an_explicit_subnet_is_used_only_when_free() {
+    let _host = exclusive();
+    let dir = ScratchDir::new("explicit");
+    let in_stand_in = |setup: &str, args: &[&str]| {
+        let script = format!("ip link set lo up && {setup} exec \"$@\" 3> \"$STATUS\"");
+        let out = Command::new("unshare")
+            .args(["--net", "--", "sh", "-c", &script, "sh", DEMO])
+            .args(args)
+            .env("STATUS", dir.0.join("status"))
+            .output()
+            .expect("run unshare");
+        Run::from_output(out)
+    };
+    let run = in_stand_in(
+        "ip route add 10.200.0.0/24 dev lo &&",
+        &[
+            "--veth",
+            "v0",
+            "--veth-subnet",
+            "10.200.0.0/30",
+            "--",
+            "true",
+        ],
+    );
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(
+        run.stderr.contains(
+            "--veth-subnet 10.200.0.0/30 overlaps the host's route 10.200.0.0/24 (table main)"
+        ),
+        "{run:#?}"
+    );
+    assert!(run.child_pid().is_none(), "{run:#?}");
+
+    let run = in_stand_in(
+        "ip route add 10.200.0.0/24 dev lo &&",
+        &[
+            "--veth",
+            "v0",
+            "--veth-subnet",
+            "10.200.1.0/30",
+            "--json-status",
+            "3",
+            "--",
+            "ip",
+            "-4",
+            "-o",
+            "address",
+            "show",
+            "dev",
+            "v0",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(run.stdout.contains("inet 10.200.1.2/30"), "{run:#?}");
+    let status = std::fs::read_to_string(dir.0.join("status")).expect("status events");
+    let ready: serde_json::Value = status
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON"))
+        .find(|e| e["event"] == "sandbox-ready")
+        .expect("a sandbox-ready event");
+    let veth = &ready["veth"];
+    assert_eq!(veth["sandbox"], "v0", "{status}");
+    assert!(
+        veth["host"].as_str().is_some_and(|h| h.starts_with("tkn")),
+        "{status}"
+    );
+    assert_eq!(veth["host_address"], "10.200.1.1", "{status}");
+    assert_eq!(veth["sandbox_address"], "10.200.1.2", "{status}");
+    assert_eq!(veth["subnet"], "10.200.1.0/30", "{status}");
+
+    // The first holds 10.200.2.0/30 in one stand-in host while the second asks for it in
+    // another, where no address or route shows it.
+    let mut first = Command::new("unshare")
+        .args([
+            "--net",
+            "--",
+            "sh",
+            "-c",
+            "ip link set lo up && exec \"$@\"",
+            "sh",
+            DEMO,
+        ])
+        .args([
+            "-v",
+            "--veth",
+            "v0",
+            "--veth-subnet",
+            "10.200.2.0/30",
+            "--",
+            "cat",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the first supervisor");
+    let mut first_trace = BufReader::new(first.stderr.take().expect("stderr"));
+    let mut seen = String::new();
+    while !seen.contains("is pid 2 in the PID namespace") {
+        if first_trace.read_line(&mut seen).expect("read") == 0 {
+            panic!("the first supervisor ended early:\n{seen}");
+        }
+    }
+    let second = in_stand_in(
+        "",
+        &[
+            "--veth",
+            "v0",
+            "--veth-subnet",
+            "10.200.2.0/30",
+            "--",
+            "true",
+        ],
+    );
+    drop(first.stdin.take());
+    assert!(first.wait().expect("wait").success(), "{seen}");
+    assert_eq!(second.code, Some(1), "{second:#?}");
+    assert!(
+        second
+            .stderr
+            .contains("10.200.2.0/30 is in use by another token_userns_demo"),
+        "{second:#?}"
+    );
 }
 
 /// The `RX:` packet count in `ip -s link show` output.
@@ -177,7 +680,11 @@ mod roles {
         let index = nix::net::if_::if_nametoindex(interface.as_str()).expect("interface index");
         // SAFETY: plain socket call.
         let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-        assert!(fd >= 0, "socket(AF_PACKET): {}", std::io::Error::last_os_error());
+        assert!(
+            fd >= 0,
+            "socket(AF_PACKET): {}",
+            std::io::Error::last_os_error()
+        );
         let frame = router_advertisement();
         // SAFETY: sockaddr_ll is plain data.
         let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -212,7 +719,9 @@ mod roles {
     /// address option and an autonomous prefix-information option.
     fn router_advertisement() -> Vec<u8> {
         const ROUTER_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x10, 0x00, 0x01];
-        let source: [u8; 16] = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0x5e, 0xff, 0xfe, 0x10, 0, 1];
+        let source: [u8; 16] = [
+            0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0x5e, 0xff, 0xfe, 0x10, 0, 1,
+        ];
         let destination: [u8; 16] = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
         let mut icmp = vec![134, 0, 0, 0, 64, 0];
         icmp.extend_from_slice(&1800u16.to_be_bytes()); // router lifetime (s)
@@ -260,11 +769,76 @@ mod roles {
         !(sum as u16)
     }
 
+    /// In the sandbox: opens its own network namespace and sends the descriptor over the Unix
+    /// socket `VETH_TEST_SOCKET` to the keeper outside the sandbox; prints `passed`, then exits
+    /// or, with `VETH_TEST_AFTER=hang`, waits to be killed.
     pub fn pass_network_namespace() -> i32 {
-        unimplemented!()
+        use std::io::IoSlice;
+        use std::os::fd::AsRawFd as _;
+        use std::os::unix::net::UnixStream;
+        let socket = std::env::var("VETH_TEST_SOCKET").expect("VETH_TEST_SOCKET");
+        let namespace = std::fs::File::open("/proc/self/ns/net").expect("open /proc/self/ns/net");
+        let stream = UnixStream::connect(&socket).expect("connect to the keeper");
+        let fds = [namespace.as_raw_fd()];
+        nix::sys::socket::sendmsg::<()>(
+            stream.as_raw_fd(),
+            &[IoSlice::new(b"n")],
+            &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        )
+        .expect("send the namespace");
+        println!("\npassed");
+        if std::env::var("VETH_TEST_AFTER").as_deref() == Ok("hang") {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
+        0
     }
 
+    /// Outside the sandbox, as the sandbox's host uid: listens on `VETH_TEST_SOCKET`
+    /// (`listening`), receives one descriptor and checks it is a network namespace (`holding`),
+    /// and keeps it open until stdin closes.
     pub fn keep_network_namespace() -> i32 {
-        unimplemented!()
+        use std::io::IoSliceMut;
+        use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+        use std::os::unix::net::UnixListener;
+        let socket = std::env::var("VETH_TEST_SOCKET").expect("VETH_TEST_SOCKET");
+        let listener = UnixListener::bind(&socket).expect("bind the keeper's socket");
+        println!("\nlistening");
+        let (stream, _) = listener.accept().expect("accept");
+        let mut byte = [0u8; 1];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let mut iov = [IoSliceMut::new(&mut byte)];
+        let message = nix::sys::socket::recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .expect("receive the namespace");
+        let mut held = Vec::new();
+        for cmsg in message.cmsgs().expect("control messages") {
+            if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = cmsg {
+                // SAFETY: the kernel just installed these descriptors for this process.
+                held.extend(
+                    fds.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        let kind = held
+            .first()
+            .and_then(|fd| std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok())
+            .expect("a descriptor arrived");
+        assert!(
+            kind.to_string_lossy().starts_with("net:["),
+            "not a network namespace: {kind:?}"
+        );
+        println!("{} holding", kind.display());
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        drop(held);
+        0
     }
 }

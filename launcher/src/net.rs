@@ -148,16 +148,8 @@ const RESERVED: [(Ipv4Addr, u8, &str); 6] = [
         8,
         "0.0.0.0/8 means \"this network\" and is not routable",
     ),
-    (
-        Ipv4Addr::new(127, 0, 0, 0),
-        8,
-        "127.0.0.0/8 is loopback",
-    ),
-    (
-        Ipv4Addr::new(224, 0, 0, 0),
-        4,
-        "224.0.0.0/4 is multicast",
-    ),
+    (Ipv4Addr::new(127, 0, 0, 0), 8, "127.0.0.0/8 is loopback"),
+    (Ipv4Addr::new(224, 0, 0, 0), 4, "224.0.0.0/4 is multicast"),
     (
         Ipv4Addr::new(240, 0, 0, 0),
         4,
@@ -549,7 +541,8 @@ impl HostEnd {
         };
         match sys::netlink::delete_link(self.index, &self.name) {
             // Gone already: the sandbox's network namespace ended and took the pair with it.
-            Ok(()) | Err(SysError {
+            Ok(())
+            | Err(SysError {
                 errno: Errno::ENODEV,
                 ..
             }) => {}
@@ -790,7 +783,10 @@ pub enum NetError {
     #[error(
         "--veth-subnet {subnet} overlaps the host's {conflict}: choose a /30 that no address or route of the host covers (`ip -4 address`, `ip -4 route show table all`)"
     )]
-    SubnetOnHost { subnet: VethSubnet, conflict: String },
+    SubnetOnHost {
+        subnet: VethSubnet,
+        conflict: String,
+    },
     #[error(
         "--veth-subnet {subnet} is in use by another token_userns_demo (its lock in {SUBNET_LOCK_FILE} is held): choose another /30"
     )]
@@ -810,9 +806,7 @@ pub enum NetError {
         value: &'static str,
         source: SysError,
     },
-    #[error(
-        "deleting the veth's host end {name}: {source}; remove it with `ip link del {name}`"
-    )]
+    #[error("deleting the veth's host end {name}: {source}; remove it with `ip link del {name}`")]
     RemoveHostEnd { name: String, source: SysError },
     #[error(
         "the veth's host end {name} still exists {waited:?} after it was deleted; check with `ip link show {name}` and remove it with `ip link del {name}`"
@@ -844,5 +838,217 @@ fn sysctl_cause(errno: Errno) -> &'static str {
         }
         Errno::EINVAL => "the kernel refused the value",
         _ => "unexpected error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn subnet(text: &str) -> VethSubnet {
+        text.parse().unwrap()
+    }
+
+    fn route(network: &str, prefix: u8) -> HostPrefix {
+        HostPrefix {
+            network: network.parse().unwrap(),
+            prefix,
+            origin: Origin::Route { table: 254 },
+        }
+    }
+
+    #[test]
+    fn names_the_kernel_would_change_or_refuse_are_refused() {
+        for good in ["v0", "veth0", "a", "x-y_z.1", "fifteen-bytes15", "-x", "a*"] {
+            assert_eq!(check_interface_name(good), Ok(()), "{good:?}");
+        }
+        for bad in [
+            "",
+            "sixteen-bytes-16",
+            ".",
+            "..",
+            "lo",
+            "all",
+            "default",
+            "v%d",
+            "%",
+            "a%b",
+            "a/b",
+            "a:b",
+            "a b",
+            "a\tb",
+            "a\nb",
+            "a\u{0b}b",
+            "a\u{0c}b",
+            "a\rb",
+            "à",
+            "a\u{1}b",
+            "a\u{7f}",
+        ] {
+            assert!(check_interface_name(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(
+            VethPair::new("v%d", 1, None)
+                .unwrap_err()
+                .to_string()
+                .contains("template")
+        );
+    }
+
+    #[test]
+    fn a_subnet_is_a_slash_30_given_by_its_network_address() {
+        let s = subnet("10.200.0.0/30");
+        assert_eq!(s.network(), Ipv4Addr::new(10, 200, 0, 0));
+        assert_eq!(s.host_address(), Ipv4Addr::new(10, 200, 0, 1));
+        assert_eq!(s.sandbox_address(), Ipv4Addr::new(10, 200, 0, 2));
+        assert_eq!(s.to_string(), "10.200.0.0/30");
+        for (text, expected) in [
+            ("10.200.0.0", "CIDR"),
+            ("10.200.0.0/29", "needs a /30"),
+            ("10.200.0.0/31", "needs a /30"),
+            ("10.200.0.0/24", "needs a /30"),
+            ("10.200.0.0/x", "not a prefix length"),
+            ("10.200.0/30", "not an IPv4 address"),
+            ("10.200.0.1/30", "the host end's address in 10.200.0.0/30"),
+            ("10.200.0.2/30", "the sandbox end's address"),
+            ("10.200.0.3/30", "the broadcast address"),
+            ("169.254.169.252/30", "cloud metadata"),
+            ("169.254.169.0/30", "cloud metadata"),
+            ("169.254.170.0/30", "container metadata"),
+            ("127.0.0.0/30", "loopback"),
+            ("0.0.0.0/30", "this network"),
+            ("224.0.0.0/30", "multicast"),
+            ("255.255.255.252/30", "reserved"),
+        ] {
+            let error = text.parse::<VethSubnet>().unwrap_err();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+        // Next to the metadata ranges is fine.
+        assert!("169.254.168.252/30".parse::<VethSubnet>().is_ok());
+        assert!("169.254.171.0/30".parse::<VethSubnet>().is_ok());
+    }
+
+    #[test]
+    fn overlap_is_containment_either_way() {
+        let s = subnet("169.254.3.4/30");
+        assert!(s.overlaps(Ipv4Addr::new(169, 254, 3, 6), 32));
+        assert!(!s.overlaps(Ipv4Addr::new(169, 254, 3, 8), 32));
+        assert!(s.overlaps(Ipv4Addr::new(169, 254, 3, 0), 24));
+        assert!(s.overlaps(Ipv4Addr::new(169, 254, 3, 4), 30));
+        assert!(!s.overlaps(Ipv4Addr::new(169, 254, 3, 0), 30));
+        assert!(s.overlaps(Ipv4Addr::UNSPECIFIED, 0));
+        assert!(!s.overlaps(Ipv4Addr::new(10, 0, 0, 0), 8));
+    }
+
+    #[test]
+    fn the_pool_is_link_local_without_the_metadata_ranges() {
+        let all: BTreeSet<VethSubnet> = (0..pool::SLOTS).map(pool::subnet).collect();
+        assert_eq!(all.len(), pool::SLOTS as usize, "every slot is its own /30");
+        for s in &all {
+            let [a, b, c, d] = s.network().octets();
+            assert_eq!((a, b), (169, 254), "{s}");
+            assert!(!matches!(c, 0 | 169 | 170 | 255), "{s}");
+            assert_eq!(d % 4, 0, "{s}");
+            assert_eq!(s.reserved(), None, "{s}");
+        }
+        assert_eq!(pool::subnet(0), subnet("169.254.1.0/30"));
+        assert_eq!(pool::subnet(pool::SLOTS - 1), subnet("169.254.254.252/30"));
+        assert_eq!(pool::subnet(pool::SLOTS), pool::subnet(0));
+    }
+
+    /// The collision: supervisors whose pids differ by 16000 got the same /30.
+    #[test]
+    fn pids_16000_apart_start_at_different_slots() {
+        for pid in [1, 300, 4_000, 16_127, 100_000] {
+            assert_ne!(
+                pool::start_slot(pid),
+                pool::start_slot(pid + 16_000),
+                "{pid}"
+            );
+        }
+    }
+
+    #[test]
+    fn allocation_skips_what_the_host_and_other_sandboxes_use() {
+        let start = 5;
+        let first = pool::subnet(start);
+        let second = pool::subnet(start + 1);
+        let third = pool::subnet(start + 2);
+        // Another sandbox's host end: its address and its /30 prefix route.
+        let host = HostNetworks::from_prefixes(vec![
+            HostPrefix {
+                network: first.host_address(),
+                prefix: 32,
+                origin: Origin::Address {
+                    local: first.host_address(),
+                    prefix: 30,
+                    interface: 7,
+                },
+            },
+            route(&first.network().to_string(), 30),
+            // Aggregates never conflict.
+            route("0.0.0.0", 0),
+            route("128.0.0.0", 1),
+            route("169.254.0.0", 16),
+        ]);
+        let mut locked = BTreeSet::from([second]);
+        let mut take = |s: VethSubnet| -> Result<bool, ()> {
+            Ok(host.conflict(s).is_none() && locked.insert(s))
+        };
+        assert_eq!(pool::first_free(start, &mut take), Ok(Some(third)));
+        // The next supervisor starting at the same slot gets the one after.
+        assert_eq!(
+            pool::first_free(start, &mut take),
+            Ok(Some(pool::subnet(start + 3)))
+        );
+        // Starting at the last slot wraps around to the first.
+        assert_eq!(
+            pool::first_free(pool::SLOTS - 1, |_| Ok::<_, ()>(true)),
+            Ok(Some(pool::subnet(pool::SLOTS - 1)))
+        );
+        assert_eq!(
+            pool::first_free(pool::SLOTS - 1, |s| Ok::<_, ()>(s == pool::subnet(0))),
+            Ok(Some(pool::subnet(0)))
+        );
+    }
+
+    #[test]
+    fn nothing_free_is_none() {
+        let host =
+            HostNetworks::from_prefixes(vec![route("169.254.0.0", 17), route("169.254.128.0", 17)]);
+        assert_eq!(
+            pool::first_free(123, |s| Ok::<_, ()>(host.conflict(s).is_none())),
+            Ok(None)
+        );
+        assert!(NetError::NoFreeSubnet.to_string().contains("--veth-subnet"));
+    }
+
+    #[test]
+    fn a_narrower_route_or_address_conflicts() {
+        let s = subnet("10.200.0.0/30");
+        let host = HostNetworks::from_prefixes(vec![route("10.0.0.0", 8)]);
+        assert_eq!(
+            host.conflict(s),
+            None,
+            "an aggregate is carved, not a conflict"
+        );
+        for (network, prefix) in [("10.200.0.0", 24), ("10.200.0.0", 17), ("10.200.0.2", 32)] {
+            let host = HostNetworks::from_prefixes(vec![route(network, prefix)]);
+            assert!(host.conflict(s).is_some(), "{network}/{prefix}");
+        }
+        let host = HostNetworks::from_prefixes(vec![route("10.200.0.4", 30)]);
+        assert_eq!(host.conflict(s), None, "the next /30");
+        let conflict = route("10.200.0.0", 24);
+        assert_eq!(conflict.to_string(), "route 10.200.0.0/24 (table main)");
+    }
+
+    #[test]
+    fn each_slash_30_has_its_own_lock_byte() {
+        assert_eq!(subnet("10.0.0.4/30").lock_offset(), (10 << 22) + 1);
+        assert_ne!(
+            subnet("169.254.1.0/30").lock_offset(),
+            subnet("169.254.1.4/30").lock_offset()
+        );
     }
 }

@@ -143,7 +143,11 @@ fn send(sock: &OwnedFd, message: &[u8], call: &'static str) -> Result<(), SysErr
 
 /// Receives one datagram (a datagram longer than `buf` is cut, which is enough for the
 /// answers that are only looked at for their type and errno).
-fn receive<'a>(sock: &OwnedFd, buf: &'a mut [u8], call: &'static str) -> Result<&'a [u8], SysError> {
+fn receive<'a>(
+    sock: &OwnedFd,
+    buf: &'a mut [u8],
+    call: &'static str,
+) -> Result<&'a [u8], SysError> {
     loop {
         // SAFETY: receiving into a buffer we own.
         let len = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
@@ -172,15 +176,19 @@ fn messages(mut datagram: &[u8]) -> impl Iterator<Item = (u16, u16, &[u8])> {
         datagram = datagram.get(len.next_multiple_of(4)..).unwrap_or(&[]);
         // A message of another sequence would be an answer to someone else: skip it by
         // giving it a type nothing matches.
-        Some(if seq == SEQUENCE { (kind, flags, payload) } else { (0, 0, &[][..]) })
+        Some(if seq == SEQUENCE {
+            (kind, flags, payload)
+        } else {
+            (0, 0, &[][..])
+        })
     })
 }
 
 /// The errno carried by an `NLMSG_ERROR` payload; `None` for an acknowledgement.
 fn error_of(payload: &[u8]) -> Option<Errno> {
-    let error = payload
-        .get(0..4)
-        .map_or(-(Errno::EPROTO as i32), |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+    let error = payload.get(0..4).map_or(-(Errno::EPROTO as i32), |b| {
+        i32::from_ne_bytes([b[0], b[1], b[2], b[3]])
+    });
     (error != 0).then(|| Errno::from_raw(-error))
 }
 
@@ -192,12 +200,10 @@ fn request(message: Vec<u8>, call: &'static str) -> Result<(), SysError> {
     let mut answer = [0u8; 1024];
     let answer = receive(&sock, &mut answer, call)?;
     match messages(answer).next() {
-        Some((kind, _, payload)) if kind == libc::NLMSG_ERROR as u16 => {
-            match error_of(payload) {
-                None => Ok(()),
-                Some(errno) => Err(SysError { call, errno }),
-            }
-        }
+        Some((kind, _, payload)) if kind == libc::NLMSG_ERROR as u16 => match error_of(payload) {
+            None => Ok(()),
+            Some(errno) => Err(SysError { call, errno }),
+        },
         _ => Err(SysError {
             call,
             errno: Errno::EPROTO,
@@ -406,7 +412,11 @@ pub fn ipv4_routes() -> Result<Vec<Ipv4RouteEntry>, SysError> {
     let mut rtmsg = [0u8; 12];
     rtmsg[0] = libc::AF_INET as u8;
     m.bytes(&rtmsg);
-    let objects = dump(&m.finish(), libc::RTM_NEWROUTE, "netlink RTM_GETROUTE (dump)")?;
+    let objects = dump(
+        &m.finish(),
+        libc::RTM_NEWROUTE,
+        "netlink RTM_GETROUTE (dump)",
+    )?;
     Ok(objects
         .iter()
         .filter(|p| p.first() == Some(&(libc::AF_INET as u8)) && p.len() >= 12)
