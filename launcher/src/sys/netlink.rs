@@ -440,3 +440,87 @@ pub fn ipv4_routes() -> Result<Vec<Ipv4RouteEntry>, SysError> {
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(kind: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        m.extend_from_slice(&u32::try_from(HEADER + payload.len()).unwrap().to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&flags.to_ne_bytes());
+        m.extend_from_slice(&seq.to_ne_bytes());
+        m.extend_from_slice(&0u32.to_ne_bytes());
+        m.extend_from_slice(payload);
+        while m.len() % 4 != 0 {
+            m.push(0);
+        }
+        m
+    }
+
+    #[test]
+    fn a_datagram_splits_into_its_messages_and_skips_other_sequences() {
+        let mut datagram = message(20, 2, SEQUENCE, &[1, 2, 3]);
+        datagram.extend(message(20, 0, SEQUENCE + 1, &[9; 8]));
+        datagram.extend(message(
+            libc::NLMSG_DONE as u16,
+            2,
+            SEQUENCE,
+            &0i32.to_ne_bytes(),
+        ));
+        let got: Vec<_> = messages(&datagram).collect();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0], (20, 2, &[1u8, 2, 3][..]));
+        assert_eq!(got[1].0, 0, "another sequence is not ours");
+        assert_eq!(got[2].0, libc::NLMSG_DONE as u16);
+        assert_eq!(error_of(got[2].2), None);
+        assert_eq!(
+            error_of(&(-libc::ENODEV).to_ne_bytes()),
+            Some(Errno::ENODEV)
+        );
+    }
+
+    #[test]
+    fn a_cut_datagram_still_shows_its_first_message_type() {
+        let datagram = message(libc::RTM_NEWLINK, 0, SEQUENCE, &[0; 100]);
+        let got: Vec<_> = messages(&datagram[..40]).collect();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, libc::RTM_NEWLINK);
+    }
+
+    #[test]
+    fn attributes_follow_the_fixed_header_and_end_at_a_bad_length() {
+        let mut payload = vec![0u8; 8];
+        payload.extend_from_slice(&8u16.to_ne_bytes());
+        payload.extend_from_slice(&(IFA_LOCAL | NLA_F_NESTED).to_ne_bytes());
+        payload.extend_from_slice(&[127, 0, 0, 1]);
+        payload.extend_from_slice(&2u16.to_ne_bytes()); // shorter than an attribute header
+        payload.extend_from_slice(&IFA_ADDRESS.to_ne_bytes());
+        let got: Vec<_> = attributes(&payload, 8).collect();
+        assert_eq!(got, [(IFA_LOCAL, &[127u8, 0, 0, 1][..])]);
+    }
+
+    /// Reading needs no privilege: every network namespace has 127.0.0.1/8 on lo (up or not,
+    /// the address is listed) and, once lo is up, the local table's 127.0.0.0/8 route.
+    #[test]
+    fn the_dumps_list_loopback() {
+        let addresses = ipv4_addresses().expect("address dump");
+        assert!(
+            addresses
+                .iter()
+                .any(|a| a.local == Some(Ipv4Addr::LOCALHOST) && a.prefix == 8),
+            "{addresses:?}"
+        );
+        let routes = ipv4_routes().expect("route dump");
+        assert!(
+            routes
+                .iter()
+                .any(|r| r.destination == Ipv4Addr::new(127, 0, 0, 0)
+                    && r.prefix == 8
+                    && r.table == 255
+                    && r.kind == libc::RTN_LOCAL),
+            "{routes:?}"
+        );
+    }
+}
