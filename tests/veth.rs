@@ -129,10 +129,23 @@ fn a_router_advertisement_from_the_sandbox_changes_nothing_on_the_host() {
     let routes = text(&ip_in(Some(pid), &["-6", "route", "show", "default"]).stdout);
     let addresses = text(&ip_in(Some(pid), &["-6", "address", "show"]).stdout);
     let stats = text(&ip_in(Some(pid), &["-s", "link", "show", "dev", &host_end]).stdout);
+    let settings: Vec<(String, String)> = HARDENED
+        .iter()
+        .map(|(key, _)| {
+            let key = key.replace("HOST", &host_end);
+            let out = Command::new("nsenter")
+                .arg(format!("--net=/proc/{pid}/ns/net"))
+                .args(["sysctl", "-n", &key])
+                .output()
+                .expect("run sysctl");
+            (key, text(&out.stdout).trim().to_owned())
+        })
+        .collect();
     drop(supervisor.stdin.take());
     let run = Run::from_output(supervisor.wait_with_output().expect("wait"));
-    let context =
-        format!("{seen}\nroutes:\n{routes}\naddresses:\n{addresses}\nhost end:\n{stats}\n{run:#?}");
+    let context = format!(
+        "{seen}\nroutes:\n{routes}\naddresses:\n{addresses}\nhost end:\n{stats}\n{settings:?}\n{run:#?}"
+    );
     assert_eq!(run.code, Some(0), "{context}");
     assert!(
         routes.trim().is_empty(),
@@ -146,8 +159,23 @@ fn a_router_advertisement_from_the_sandbox_changes_nothing_on_the_host() {
         rx_packets(&stats) >= roles::ADVERTISEMENTS,
         "the advertisements did not reach the host end (the attack was not made): {context}"
     );
+    for ((key, value), (_, expected)) in settings.iter().zip(HARDENED) {
+        assert_eq!(value, expected, "{key}: {context}");
+    }
     assert_no_host_ends(&run);
 }
+
+/// Settings of the host end (`HOST` stands for its name) and the values it must have.
+const HARDENED: [(&str, &str); 8] = [
+    ("net.ipv6.conf.HOST.disable_ipv6", "1"),
+    ("net.ipv6.conf.HOST.accept_ra", "0"),
+    ("net.ipv6.conf.HOST.autoconf", "0"),
+    ("net.ipv4.conf.HOST.rp_filter", "1"),
+    ("net.ipv4.conf.HOST.accept_redirects", "0"),
+    ("net.ipv4.conf.HOST.accept_source_route", "0"),
+    ("net.ipv4.conf.HOST.route_localnet", "0"),
+    ("net.ipv4.conf.HOST.arp_ignore", "1"),
+];
 
 /// A directory any mapped uid can write to, removed on drop.
 struct ScratchDir(PathBuf);

@@ -576,6 +576,8 @@ struct HostEndSetting {
     family: &'static str,
     name: &'static str,
     value: &'static str,
+    /// Leave a higher value (stricter for this setting) as the host configured it.
+    at_least: bool,
 }
 
 const fn setting(family: &'static str, name: &'static str, value: &'static str) -> HostEndSetting {
@@ -583,13 +585,21 @@ const fn setting(family: &'static str, name: &'static str, value: &'static str) 
         family,
         name,
         value,
+        at_least: false,
+    }
+}
+
+const fn at_least(family: &'static str, name: &'static str, value: &'static str) -> HostEndSetting {
+    HostEndSetting {
+        at_least: true,
+        ..setting(family, name, value)
     }
 }
 
 /// Settings written to /proc/sys/net/ipv{4,6}/conf/<host end>/ before the host end is up, so
 /// that nothing the sandbox sends can change the host's state (CVE-2020-13401: a container's
-/// router advertisement became the host's IPv6 default route). Order matters for IPv6:
-/// `disable_ipv6` comes last so the others are in place even if IPv6 is later enabled.
+/// router advertisement became the host's IPv6 default route). For IPv6, `disable_ipv6` alone
+/// would do; the others come first so that they hold if anything enables IPv6 there later.
 ///
 /// `forwarding` keeps the host's value: it decides whether the host routes packets arriving on
 /// the host end elsewhere, which is the host's routing policy (a user may NAT the sandbox on
@@ -597,7 +607,10 @@ const fn setting(family: &'static str, name: &'static str, value: &'static str) 
 /// the kernel combines with `conf/all` by OR (`accept_local`, `route_localnet`, and
 /// `accept_redirects` on a host that does not forward) stay on when `all` has them on; see
 /// [`warn_about_global_settings`].
-const HOST_END_SETTINGS: [HostEndSetting; 12] = [
+///
+/// `secure_redirects` is deliberately absent: 0 would accept redirects to any gateway instead of
+/// only to default gateways, a loosening wherever redirects are still accepted.
+const HOST_END_SETTINGS: [HostEndSetting; 11] = [
     // Router advertisements would install default routes, prefixes, MTUs and hop limits.
     setting("ipv6", "accept_ra", "0"),
     // Stateless autoconfiguration would add addresses from advertised prefixes.
@@ -607,20 +620,21 @@ const HOST_END_SETTINGS: [HostEndSetting; 12] = [
     // No IPv6 at all on the host end: no link-local address, nothing received.
     setting("ipv6", "disable_ipv6", "1"),
     // Strict reverse-path filter: the sandbox cannot send with a source address that the host
-    // routes elsewhere (spoofing another host's or interface's addresses).
+    // routes elsewhere (spoofing another host's or interface's addresses). The kernel uses the
+    // larger of this and conf/all, so a host-wide 2 (loose) still wins.
     setting("ipv4", "rp_filter", "1"),
-    // ICMP redirects would change the host's routes.
+    // ICMP redirects would change the host's routes (only routes through the sandbox as
+    // gateway, of which the host has none unless someone adds one).
     setting("ipv4", "accept_redirects", "0"),
-    setting("ipv4", "secure_redirects", "0"),
     // Source-routed packets would pick the host's path for the sandbox.
     setting("ipv4", "accept_source_route", "0"),
     // Packets claiming one of the host's own addresses as source are dropped.
     setting("ipv4", "accept_local", "0"),
     // Packets for 127.0.0.0/8 from the sandbox are not delivered to host services on loopback.
     setting("ipv4", "route_localnet", "0"),
-    // ARP: answer only for the host end's own address, and announce only that address; the
-    // sandbox does not learn the host's other addresses.
-    setting("ipv4", "arp_ignore", "1"),
+    // ARP: answer only for the host end's own address (2 and up are stricter still), and
+    // announce only that address; the sandbox does not learn the host's other addresses.
+    at_least("ipv4", "arp_ignore", "1"),
     setting("ipv4", "arp_announce", "2"),
 ];
 
@@ -636,6 +650,15 @@ fn harden_host_end(name: &str) -> Result<(), NetError> {
         .filter(|s| ipv6 || s.family != "ipv6")
     {
         let path = format!("/proc/sys/net/{}/conf/{name}/{}", s.family, s.name);
+        if s.at_least
+            && std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .zip(s.value.parse::<i64>().ok())
+                .is_some_and(|(current, wanted)| current >= wanted)
+        {
+            continue;
+        }
         let c_path = CString::new(path.as_str()).expect("interface names have no NUL");
         sys::net::write_sysctl(&c_path, s.value).map_err(|source| NetError::Harden {
             path: path.clone(),
@@ -648,7 +671,13 @@ fn harden_host_end(name: &str) -> Result<(), NetError> {
         HOST_END_SETTINGS
             .iter()
             .filter(|s| ipv6 || s.family != "ipv6")
-            .map(|s| format!("{}.{}={}", s.family, s.name, s.value))
+            .map(|s| format!(
+                "{}.{}{}{}",
+                s.family,
+                s.name,
+                if s.at_least { ">=" } else { "=" },
+                s.value
+            ))
             .collect::<Vec<_>>()
             .join(" ")
     );
