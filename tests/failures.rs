@@ -284,13 +284,27 @@ fn xdp_attach_without_net_admin() {
     );
 }
 
-/// The supervisor's only `send` is the netlink request that creates the veth pair; the
-/// kernel's answer to it arrives the same way an error of `send` does.
+/// The request that creates the veth pair is the supervisor's only netlink message longer than
+/// 64 bytes (`send` argument 2; the address and route dumps, `RTM_NEWADDR`, `RTM_GETLINK` and
+/// `RTM_DELLINK` are 24 to 52 bytes); the kernel's answer to it arrives the same way an error of
+/// `send` does.
 fn veth_failure(errno: i32, cause: Cause) {
-    let run = demo_with_failing(libc::SYS_sendto, None, errno, &["--veth", "tkt0"]);
+    let mut command = Command::new(DEMO);
+    command.args(["-v", "--veth", "tkt0"]);
+    support::inject_syscall_result_when(
+        &mut command,
+        libc::SYS_sendto,
+        Some((2, seccompiler::SeccompCmpOp::Gt, 64)),
+        errno,
+    );
+    let run = support::run_command_clean(&mut command);
     assert_diagnosed_failure(&run, "netlink RTM_NEWLINK (veth)", errno, cause);
-    let host_end = format!("/sys/class/net/tkn{}", run.child_pid().unwrap_or(0));
-    assert!(!std::path::Path::new(&host_end).exists(), "{run:#?}");
+    let host_ends: Vec<_> = std::fs::read_dir("/sys/class/net")
+        .expect("list interfaces")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("tkn"))
+        .collect();
+    assert!(host_ends.is_empty(), "{host_ends:?}\n{run:#?}");
 }
 
 #[test]

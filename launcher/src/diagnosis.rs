@@ -332,8 +332,8 @@ pub static TABLE: &[Diagnosis] = &[
         VethNameTaken,
         CreateVeth,
         EEXIST,
-        "an interface of that name already exists on the host",
-        "pick another --veth name, or delete the stale interface (`ip link del NAME`)",
+        "an interface with the host end's name (tkn<supervisor pid>, not the --veth name) already exists on the host: left by a killed run of a supervisor that had this pid, or made by a supervisor with the same pid in another PID namespace",
+        "remove it with `ip link del tkn<pid>` (the host end named above) once no sandbox uses it, then run again",
     ),
     row!(
         NoVethDriver,

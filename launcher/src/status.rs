@@ -3,8 +3,10 @@
 //!
 //! - `{"event":"sandbox-ready","supervisor_pid":..,"sandbox_pid":..,"namespaces":{"user":..,
 //!   "mnt":..,"net":..,"pid":..},"bpffs_path":..,"delegation":{"delegate_cmds":..,..},
-//!   "capabilities_dropped":[..],"risk":{..}}` once the delegated bpffs is verified, before the
-//!   command starts (`risk`: what the delegation lets the command reach, [`risk::assess`]);
+//!   "capabilities_dropped":[..],"risk":{..},"veth":..}` once the delegated bpffs is verified,
+//!   before the command starts (`risk`: what the delegation lets the command reach,
+//!   [`risk::assess`]; `veth` is null or `{"host":"tkn123","host_address":"169.254.1.1",
+//!   "sandbox":..,"sandbox_address":..,"subnet":"169.254.1.0/30"}`);
 //! - `{"event":"limits","memory_max":..,"pids_max":..,"cgroups":[{"version":"v1","controllers":
 //!   ["memory"],"path":..,"settings":{"memory.limit_in_bytes":..}},..]}` before that, only when
 //!   the run has a cgroup (`--memory-max`, `--pids-max`, `--cgroup-parent`);
@@ -27,6 +29,7 @@ use nix::sys::signal::Signal;
 use crate::cgroup::SandboxCgroup;
 use crate::channel::CommandEnd;
 use crate::confine::CapabilityChoice;
+use crate::net::VethPair;
 use crate::policy::risk;
 use crate::policy::{DelegateKind, Delegation, EnumNames};
 use crate::relay::ChildExit;
@@ -75,6 +78,7 @@ impl StatusSink {
         delegation: &Delegation,
         capabilities: &CapabilityChoice,
         names: &EnumNames,
+        veth: Option<&VethPair>,
     ) {
         let namespace = |ns: &str| {
             std::fs::read_link(format!("/proc/{sandbox}/ns/{ns}"))
@@ -103,6 +107,13 @@ impl StatusSink {
             "delegation": options,
             "capabilities_dropped": capabilities.dropped_names(),
             "risk": risk::assess(delegation, capabilities.caps_kept(), names),
+            "veth": veth.map(|v| json!({
+                "host": v.host_name,
+                "host_address": v.subnet.map(|s| s.host_address().to_string()),
+                "sandbox": v.sandbox_name,
+                "sandbox_address": v.subnet.map(|s| s.sandbox_address().to_string()),
+                "subnet": v.subnet.map(|s| s.to_string()),
+            })),
         }));
     }
 

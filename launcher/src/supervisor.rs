@@ -45,7 +45,7 @@ use crate::counter::{self, TraceError, TraceOptions};
 use crate::diagnosis::{Diagnosed, Step};
 use crate::logging::{self, Role};
 use crate::mountinfo;
-use crate::net::{self, NetError, VethPair};
+use crate::net::{self, HostEnd, NetError, VethPair};
 use crate::pidns::{self, PidNsError};
 use crate::placement::Placement;
 use crate::policy::{Delegation, EnumNames, PolicyMismatch};
@@ -107,6 +107,18 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
         return Err(SupervisorError::MultiThreaded { threads });
     }
     userns::drop_supplementary_groups().map_err(SupervisorError::UserNs)?;
+    // The veth's /30 is reserved before the fork, so that the sandbox child knows its address;
+    // the reservation lasts until this function returns, after the host end is deleted.
+    let veth = options
+        .veth
+        .as_ref()
+        .map(VethPair::reserve)
+        .transpose()
+        .map_err(SupervisorError::Net)?;
+    let options = &SupervisorOptions {
+        veth: veth.as_ref().map(|v| v.veth.clone()),
+        ..options.clone()
+    };
     let pair = channel_pair().map_err(SupervisorError::Channel)?;
     // Blocked before the clone so that a signal arriving at any moment is queued for the relay
     // loop, in the supervisor and in the sandbox alike.
@@ -165,6 +177,8 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
             }
             logging::set_role(Role::Sandbox);
             drop(pair.supervisor);
+            // Closing this copy keeps the /30 reserved: the supervisor's copy holds the lock.
+            drop(veth);
             let result = sandbox(&pair.sandbox, options, &signals, placement.as_ref());
             let code = match result {
                 Ok(code) => code,
@@ -216,8 +230,10 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
             // its host uid) or stalled during setup must not hang the supervisor.
             pair.supervisor.set_deadline(deadline.map(|(at, _)| at));
             match supervise(&pair.supervisor, child, options) {
-                Ok(()) => {
+                Ok(host_end) => {
                     let exit = waited(deadline)?;
+                    // Deleted here, whatever became of the sandbox's network namespace.
+                    drop(host_end);
                     log_peak_memory();
                     let command = pair.supervisor.command_end();
                     if let Some(status) = &options.status {
@@ -288,12 +304,13 @@ fn thread_count() -> Result<usize, std::io::Error> {
     Ok(std::fs::read_dir("/proc/self/task")?.count())
 }
 
-/// The supervisor's part: id maps, then delegation and superblock, then the check.
+/// The supervisor's part: id maps, then delegation and superblock, then the check. Returns the
+/// veth's host end, which is deleted when dropped (on an error here too).
 fn supervise(
     channel: &SupervisorChannel,
     child: Pid,
     options: &SupervisorOptions,
-) -> Result<(), SupervisorError> {
+) -> Result<Option<HostEnd>, SupervisorError> {
     userns::write_id_maps(child, options.identity).map_err(SupervisorError::UserNs)?;
     channel
         .id_maps_written()
@@ -321,16 +338,14 @@ fn supervise(
         .wait_bpffs_mounted()
         .map_err(SupervisorError::Channel)?;
     // The sandbox has its network namespace by now (it unshared it before mounting).
-    if let Some(veth) = &options.veth {
-        veth.create(child.as_raw()).map_err(SupervisorError::Net)?;
-        log::debug!(
-            "veth {} ({}/{}) on the host, {} in the sandbox",
-            veth.host_name,
-            veth.host_address,
-            VethPair::PREFIX,
-            veth.sandbox_name
-        );
-    }
+    let host_end = match &options.veth {
+        Some(veth) => {
+            let host_end = veth.create(child.as_raw()).map_err(SupervisorError::Net)?;
+            log::debug!("veth {veth}");
+            Some(host_end)
+        }
+        None => None,
+    };
     verify_mounted_delegation(child, options)?;
     if let Some(status) = &options.status {
         let names = EnumNames::for_running_kernel();
@@ -340,12 +355,13 @@ fn supervise(
             &options.delegation,
             &options.capabilities,
             names,
+            options.veth.as_ref(),
         );
     }
     channel
         .delegation_verified()
         .map_err(SupervisorError::Channel)?;
-    Ok(())
+    Ok(host_end)
 }
 
 /// Reads the sandbox's mount table as the kernel shows it and checks the bpffs there carries
@@ -488,12 +504,7 @@ fn sandbox(
         .map_err(SupervisorError::Channel)?;
     if let Some(veth) = &options.veth {
         veth.configure_sandbox_end().map_err(SupervisorError::Net)?;
-        log::debug!(
-            "{} is up with {}/{}",
-            veth.sandbox_name,
-            veth.sandbox_address,
-            VethPair::PREFIX
-        );
+        log::debug!("{} is up", veth.sandbox_name);
     }
 
     match &options.action {

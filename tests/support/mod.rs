@@ -182,17 +182,27 @@ pub fn run_trace_clean(path: &std::path::Path, extra: &[&str]) -> Run {
 /// silently ignores the request. A seccomp filter (built by seccompiler), so the product needs
 /// no test hooks; several calls stack filters.
 pub fn inject_syscall_result(command: &mut Command, nr: i64, arg: Option<(u8, u64)>, errno: i32) {
+    let arg = arg.map(|(index, value)| (index, seccompiler::SeccompCmpOp::Eq, value));
+    inject_syscall_result_when(command, nr, arg, errno);
+}
+
+/// [`inject_syscall_result`] with any comparison of the argument (e.g. `Gt` on a length).
+pub fn inject_syscall_result_when(
+    command: &mut Command,
+    nr: i64,
+    arg: Option<(u8, seccompiler::SeccompCmpOp, u64)>,
+    errno: i32,
+) {
     use seccompiler::{
-        SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-        SeccompRule, TargetArch,
+        SeccompAction, SeccompCmpArgLen, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
     };
     use std::os::unix::process::CommandExt as _;
     let rules = match arg {
         // No rule: the system call number alone matches.
         None => vec![],
-        Some((index, value)) => vec![
+        Some((index, op, value)) => vec![
             SeccompRule::new(vec![
-                SeccompCondition::new(index, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value)
+                SeccompCondition::new(index, SeccompCmpArgLen::Dword, op, value)
                     .expect("valid condition"),
             ])
             .expect("valid rule"),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use std::os::unix::ffi::OsStrExt as _;
 
 use bpf_token_launcher::confine::CapabilityChoice;
-use bpf_token_launcher::net::VethPair;
+use bpf_token_launcher::net::{VethPair, VethSubnet};
 use bpf_token_launcher::policy::report::PolicyReport;
 use bpf_token_launcher::policy::risk::{self, WarningKind};
 use bpf_token_launcher::policy::{self, DelegateKind, Delegation, EnumNames, PolicyFile};
@@ -75,10 +75,26 @@ struct Cli {
     /// Where the delegated bpffs is mounted inside the sandbox (its own mount namespace)
     #[arg(long, value_name = "PATH", default_value = "/sys/fs/bpf")]
     bpffs_path: PathBuf,
-    /// Also create a veth pair: NAME in the sandbox (up, 169.254.x.y/30), its peer tkn<pid> on the
-    /// host (removed with the sandbox), so XDP can be tested on a real driver path
+    /// Also create a veth pair (IPv4 only): NAME in the sandbox, tkn<pid> on the host, so XDP
+    /// can be tested on a real driver path
+    ///
+    /// NAME is up in the sandbox with the .2 address of a /30, its peer tkn<pid> on the host has
+    /// the .1 address. The /30 is a free one of 169.254.0.0/16 (unless --veth-subnet): never in
+    /// 169.254.169.0/24 or 169.254.170.0/24 (cloud metadata services), never overlapping an
+    /// address or a route of the host, never shared with another sandbox. The host end has IPv6
+    /// disabled and ignores router advertisements, redirects and source routes; its
+    /// reverse-path filter is strict; its forwarding is the host's (with net.ipv4.ip_forward=1
+    /// the sandbox can route through the host). The supervisor deletes the host end before it
+    /// exits, even when the sandbox's network namespace outlives the sandbox. NAME: 1 to 15
+    /// bytes, no '/', ':', '%', whitespace or control characters, not lo, all, default, '.' or
+    /// '..'.
     #[arg(long, value_name = "NAME")]
     veth: Option<String>,
+    /// With --veth: use this /30 (e.g. 10.200.0.0/30: host end 10.200.0.1, sandbox end
+    /// 10.200.0.2) instead of choosing one; refused if an address or route of the host, or
+    /// another sandbox, uses it
+    #[arg(long, value_name = "CIDR", requires = "veth", value_parser = parse_veth_subnet)]
+    veth_subnet: Option<VethSubnet>,
     /// Kill the whole sandbox after SECS seconds (fractions allowed; the setup counts) and exit
     /// with 124
     #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
@@ -95,8 +111,9 @@ struct Cli {
     /// cgroup (needed where the supervisor's cgroup v2 cannot give controllers to a child)
     #[arg(long, value_name = "DIR")]
     cgroup_parent: Option<PathBuf>,
-    /// Write JSON status events (sandbox ready with pids, namespaces and policy; exit status), one
-    /// per line, to this already-open file descriptor
+    /// Write JSON status events (cgroup limits; sandbox ready with pids, namespaces, policy,
+    /// dropped capabilities, risk and veth; exit status), one per line, to this already-open
+    /// file descriptor
     #[arg(long, value_name = "FD")]
     json_status: Option<i32>,
     /// Check whether this machine can run the demo, one line per requirement with the fix for
@@ -372,7 +389,7 @@ fn prepare(cli: Cli) -> Result<Prepared, String> {
     let veth = cli
         .veth
         .as_deref()
-        .map(|name| VethPair::new(name, supervisor_pid))
+        .map(|name| VethPair::new(name, supervisor_pid, cli.veth_subnet))
         .transpose()
         .map_err(|e| e.to_string())?;
     let status = cli.json_status.map(status_sink).transpose()?;
@@ -541,6 +558,10 @@ fn status_sink(fd: i32) -> Result<StatusSink, String> {
     // process uses it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     Ok(StatusSink::new(std::fs::File::from(owned)))
+}
+
+fn parse_veth_subnet(text: &str) -> Result<VethSubnet, String> {
+    text.parse()
 }
 
 fn parse_timeout(text: &str) -> Result<Duration, String> {

@@ -42,3 +42,32 @@ pub fn set_link_up(name: &str) -> Result<(), SysError> {
     }
     Ok(())
 }
+
+/// Writes `value` to an existing `/proc/sys` file (a sysctl): `open(O_WRONLY | O_NOFOLLOW)`
+/// without `O_CREAT` (so a missing setting is `ENOENT`), then one `write`.
+pub fn write_sysctl(path: &std::ffi::CStr, value: &str) -> Result<(), SysError> {
+    // SAFETY: `path` is NUL-terminated; the flags create nothing.
+    let raw = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+        )
+    };
+    if raw < 0 {
+        return Err(SysError::last("open(O_WRONLY)"));
+    }
+    // SAFETY: we own the new descriptor.
+    let file = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: writing a buffer we own.
+    let written = unsafe { libc::write(file.as_raw_fd(), value.as_ptr().cast(), value.len()) };
+    if written < 0 {
+        return Err(SysError::last("write"));
+    }
+    if written as usize != value.len() {
+        return Err(SysError {
+            call: "write",
+            errno: Errno::EIO,
+        });
+    }
+    Ok(())
+}
