@@ -479,33 +479,9 @@ fn a_cgroup2_parent_gets_the_sandbox_in_a_child_cgroup() {
 
 #[test]
 fn json_status_reports_the_limits_and_the_cgroups() {
-    use std::os::fd::AsRawFd as _;
-    use std::os::unix::process::CommandExt as _;
     let _host = shared();
-    let path = std::env::temp_dir().join(format!("token-limits-status-{}", std::process::id()));
-    let file = std::fs::File::create(&path).unwrap();
-    let raw = file.as_raw_fd();
-    let mut command = Command::new(DEMO);
-    command.args(["-v", "--json-status", "3", "--pids-max", "8", "--", "true"]);
-    // SAFETY: dup2 and fcntl are async-signal-safe and only touch the child's descriptor table.
-    unsafe {
-        command.pre_exec(move || {
-            // dup2 onto itself would keep close-on-exec: clear the flag instead.
-            let ok = if raw == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0) >= 0
-            } else {
-                libc::dup2(raw, 3) >= 0
-            };
-            if !ok {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let run = run_command_clean(&mut command);
-    drop(file);
-    let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::remove_file(&path).unwrap();
+    let (run, text) =
+        support::run_with_status_fd(&["-v", "--json-status", "3", "--pids-max", "8", "--", "true"]);
     assert_eq!(run.code, Some(0), "{run:#?}");
     let limits: serde_json::Value = text
         .lines()

@@ -10,31 +10,12 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use support::{DEMO, TRACE, run_clean, run_command_clean, shared};
-
-/// A directory any mapped uid can write to, removed on drop.
-struct ScratchDir(std::path::PathBuf);
-
-impl ScratchDir {
-    fn new(name: &str) -> Self {
-        use std::os::unix::fs::PermissionsExt as _;
-        let dir = std::env::temp_dir().join(format!("token-sandbox-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use support::{DEMO, ScratchDir, TRACE, run_clean, run_command_clean, shared};
 
 #[test]
 fn the_command_is_root_inside_and_its_files_belong_to_the_mapped_user() {
     let _host = shared();
-    let dir = ScratchDir::new("owner");
+    let dir = ScratchDir::new("sandbox", "owner");
     let run = run_command_clean(
         Command::new(DEMO)
             .args(["-v", "--uid", "23456", "--gid", "23457", "--"])
@@ -321,33 +302,9 @@ fn sigkill_of_the_supervisor_leaves_no_process_and_no_mount() {
 
 #[test]
 fn json_status_reports_pids_namespaces_policy_and_exit() {
-    use std::os::fd::AsRawFd as _;
-    use std::os::unix::process::CommandExt as _;
     let _host = shared();
-    let status_file = std::env::temp_dir().join(format!("token-status-{}", std::process::id()));
-    let file = std::fs::File::create(&status_file).unwrap();
-    let raw = file.as_raw_fd();
-    let mut command = Command::new(DEMO);
-    command.args(["-v", "--json-status", "3", "--", "sh", "-c", "exit 7"]);
-    // SAFETY: dup2 and fcntl are async-signal-safe and only touch the child's descriptor table.
-    unsafe {
-        command.pre_exec(move || {
-            // dup2 onto itself would keep close-on-exec: clear the flag instead.
-            let ok = if raw == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0) >= 0
-            } else {
-                libc::dup2(raw, 3) >= 0
-            };
-            if !ok {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let run = run_command_clean(&mut command);
-    drop(file);
-    let text = std::fs::read_to_string(&status_file).unwrap();
-    std::fs::remove_file(&status_file).unwrap();
+    let (run, text) =
+        support::run_with_status_fd(&["-v", "--json-status", "3", "--", "sh", "-c", "exit 7"]);
     assert_eq!(run.code, Some(7), "{run:#?}");
     let events: Vec<serde_json::Value> = text
         .lines()

@@ -10,10 +10,9 @@ mod support;
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::net::Ipv4Addr;
 use std::os::unix::process::CommandExt as _;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use support::{DEMO, Run, exclusive};
+use support::{DEMO, Run, ScratchDir, exclusive};
 
 /// Which part a re-executed test binary plays (see [`role`]).
 const ROLE: &str = "VETH_TEST_ROLE";
@@ -177,26 +176,6 @@ const HARDENED: [(&str, &str); 8] = [
     ("net.ipv4.conf.HOST.arp_ignore", "1"),
 ];
 
-/// A directory any mapped uid can write to, removed on drop.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn new(name: &str) -> Self {
-        use std::os::unix::fs::PermissionsExt as _;
-        let dir = std::env::temp_dir().join(format!("token-veth-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The host uid (and gid) of the sandbox and of the keeper in the hand-over tests.
 const TEST_UID: u32 = 23_456;
 
@@ -217,7 +196,7 @@ enum Ending {
 fn host_end_is_gone_after_the_namespace_was_handed_away(ending: Ending) {
     let _host = exclusive();
     let mounts_before = support::host_mounts();
-    let dir = ScratchDir::new(&format!("{ending:?}"));
+    let dir = ScratchDir::new("veth", &format!("{ending:?}"));
     let socket = dir.0.join("keeper.sock");
     let bin = role_binary();
     let mut keeper = Command::new(&bin.path)
@@ -358,7 +337,7 @@ fn in_metadata_ranges(network: Ipv4Addr) -> bool {
 fn concurrent_sandboxes_never_share_a_subnet() {
     let _host = exclusive();
     let mounts_before = support::host_mounts();
-    let dir = ScratchDir::new("subnets");
+    let dir = ScratchDir::new("veth", "subnets");
     let pool_slots = 252 * 64;
     let pids = [300, 300 + 16_000, 300 + pool_slots];
     let mut script = String::from("set -eu\nmkfifo \"$1/fifo\"\nexec 3<>\"$1/fifo\"\n");
@@ -554,7 +533,7 @@ fn bad_names_and_subnets_are_refused_before_forking() {
 #[test]
 fn an_explicit_subnet_is_used_only_when_free() {
     let _host = exclusive();
-    let dir = ScratchDir::new("explicit");
+    let dir = ScratchDir::new("veth", "explicit");
     let in_stand_in = |setup: &str, args: &[&str]| {
         let script = format!("ip link set lo up && {setup} exec \"$@\" 3> \"$STATUS\"");
         let out = Command::new("unshare")

@@ -357,3 +357,57 @@ pub fn assert_diagnosed(text: &str, cause: bpf_token_launcher::diagnosis::Cause)
         row.fix
     );
 }
+
+/// A directory any mapped uid can write to (mode 1777), removed on drop.
+pub struct ScratchDir(pub std::path::PathBuf);
+
+impl ScratchDir {
+    pub fn new(suite: &str, name: &str) -> Self {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("token-{suite}-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs the supervisor with `args`, a file as its descriptor 3 (for `--json-status 3`), and
+/// checks the host is clean; returns the run and what was written to descriptor 3.
+pub fn run_with_status_fd(args: &[&str]) -> (Run, String) {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::process::CommandExt as _;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("token-status-{}-{n}", std::process::id()));
+    let file = std::fs::File::create(&path).unwrap();
+    let raw = file.as_raw_fd();
+    let mut command = Command::new(DEMO);
+    command.args(args);
+    // SAFETY: dup2 and fcntl are async-signal-safe and only touch the child's descriptor table.
+    unsafe {
+        command.pre_exec(move || {
+            // dup2 onto itself would keep close-on-exec: clear the flag instead.
+            let ok = if raw == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0) >= 0
+            } else {
+                libc::dup2(raw, 3) >= 0
+            };
+            if !ok {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let run = run_command_clean(&mut command);
+    drop(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    (run, text)
+}
