@@ -8,6 +8,7 @@
 use std::fmt;
 
 mod builtin;
+pub mod calls;
 mod file;
 mod from_object;
 mod names;
@@ -19,7 +20,7 @@ pub use from_object::{ObjectPolicyError, least_privilege, least_privilege_for_el
 pub use names::{EnumNames, NameSource};
 
 /// One of the four `delegate_*` options.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DelegateKind {
     Cmds,
     Maps,

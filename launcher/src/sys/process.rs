@@ -7,7 +7,7 @@
 //! creates the user namespace first and the others under it, `copy_namespaces`), and lets the
 //! parent write its id maps the moment the call returns.
 
-use std::os::fd::{AsRawFd as _, BorrowedFd};
+use std::os::fd::{AsRawFd as _, BorrowedFd, OwnedFd};
 
 use nix::sched::CloneFlags;
 use nix::unistd::{ForkResult, Pid};
@@ -142,4 +142,96 @@ pub unsafe fn fork_into_cgroup(
 pub fn exit_immediately(code: i32) -> ! {
     // SAFETY: _exit takes no pointers and never returns.
     unsafe { libc::_exit(code) }
+}
+
+/// `process_vm_readv`: copies `buf.len()` bytes at `address` in process `pid` (a thread id of
+/// this process's PID namespace) into `buf`; returns how many were copied (fewer when the range
+/// crosses into unmapped memory). Needs ptrace-attach rights over the target.
+pub fn read_memory(pid: Pid, address: u64, buf: &mut [u8]) -> Result<usize, SysError> {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: address as usize as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: the local iovec covers `buf`, which we own mutably; the remote one is only an
+    // address in another process, which the kernel checks.
+    let ret = unsafe {
+        libc::process_vm_readv(pid.as_raw(), &raw const local, 1, &raw const remote, 1, 0)
+    };
+    if ret < 0 {
+        Err(SysError::last("process_vm_readv"))
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// `process_vm_writev`: writes each `(address, bytes)` into process `pid`, in the order given
+/// (a short count means the writes from that point on did not happen); returns the bytes
+/// written. Pages the target cannot write (read-only mappings) fail with EFAULT.
+pub fn write_memory(pid: Pid, writes: &[(u64, &[u8])]) -> Result<usize, SysError> {
+    let local: Vec<libc::iovec> = writes
+        .iter()
+        .map(|(_, bytes)| libc::iovec {
+            iov_base: bytes.as_ptr().cast_mut().cast(),
+            iov_len: bytes.len(),
+        })
+        .collect();
+    let remote: Vec<libc::iovec> = writes
+        .iter()
+        .map(|(address, bytes)| libc::iovec {
+            iov_base: *address as usize as *mut libc::c_void,
+            iov_len: bytes.len(),
+        })
+        .collect();
+    // SAFETY: the local iovecs cover the borrowed slices, which the kernel only reads.
+    let ret = unsafe {
+        libc::process_vm_writev(
+            pid.as_raw(),
+            local.as_ptr(),
+            local.len() as libc::c_ulong,
+            remote.as_ptr(),
+            remote.len() as libc::c_ulong,
+            0,
+        )
+    };
+    if ret < 0 {
+        Err(SysError::last("process_vm_writev"))
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// `kcmp(pid1, pid2, KCMP_FILE, fd1, fd2)`: whether descriptor `fd1` of task `pid1` and
+/// `fd2` of task `pid2` are the same open file. EBADF when either number is not open.
+pub fn same_file(pid1: Pid, fd1: i32, pid2: Pid, fd2: i32) -> Result<bool, SysError> {
+    const KCMP_FILE: libc::c_int = 0;
+    // SAFETY: integer arguments only.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1.as_raw(),
+            pid2.as_raw(),
+            KCMP_FILE,
+            fd1 as libc::c_ulong,
+            fd2 as libc::c_ulong,
+        )
+    };
+    if ret < 0 {
+        Err(SysError::last("kcmp(KCMP_FILE)"))
+    } else {
+        Ok(ret == 0)
+    }
+}
+
+/// `pidfd_open(tid, PIDFD_THREAD)` (Linux 6.9): a descriptor for one thread, named by its id in
+/// this process's PID namespace.
+pub fn pidfd_open_thread(tid: Pid) -> Result<OwnedFd, SysError> {
+    // PIDFD_THREAD is O_EXCL.
+    const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
+    // SAFETY: integer arguments only.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, tid.as_raw(), PIDFD_THREAD) };
+    super::fd_result(ret, "pidfd_open(PIDFD_THREAD)")
 }

@@ -7,6 +7,8 @@
 //! only (an x32 caller, `nr | 0x40000000` under the same audit arch, would pass a rule on
 //! `ioctl`), and cannot express `SECCOMP_RET_USER_NOTIF`.
 
+use std::os::fd::{AsRawFd as _, BorrowedFd, OwnedFd};
+
 use super::{Errno, SysError};
 
 /// `struct sock_filter`.
@@ -37,6 +39,8 @@ compile_error!("the seccomp filter reads argument words at little-endian offsets
 /// Return values, `<linux/seccomp.h>`.
 pub const RET_ALLOW: u32 = 0x7fff_0000;
 pub const RET_KILL_PROCESS: u32 = 0x8000_0000;
+/// Stop the caller and hand the call to the filter's listener (`SECCOMP_RET_USER_NOTIF`).
+pub const RET_USER_NOTIF: u32 = 0x7fc0_0000;
 pub const fn ret_errno(errno: Errno) -> u32 {
     0x0005_0000 | (errno as u32 & 0xffff)
 }
@@ -234,6 +238,165 @@ pub fn install_filter(program: &[Instruction]) -> Result<(), SysError> {
         )
     };
     super::unit_result(ret, "seccomp(SECCOMP_SET_MODE_FILTER)")
+}
+
+/// `seccomp(SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER |
+/// SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, program)`: installs the filter and returns its
+/// listener, the descriptor on which calls the filter answers with [`RET_USER_NOTIF`] arrive
+/// (close-on-exec, as the kernel creates it).
+///
+/// `WAIT_KILLABLE_RECV` (Linux 5.19): once the listener has received a call, the caller waits
+/// for the answer ignoring non-fatal signals. Without it a signal makes the kernel withdraw the
+/// notification and restart the call, so a caller receiving signals faster than the listener
+/// answers would restart the same call forever. Kernels before 5.19 answer EINVAL; a filter
+/// chain that already has a listener (a container runtime's notifier) answers EBUSY.
+pub fn install_filter_with_listener(program: &[Instruction]) -> Result<OwnedFd, SysError> {
+    const CALL: &str = "seccomp(SECCOMP_SET_MODE_FILTER, NEW_LISTENER | WAIT_KILLABLE_RECV)";
+    let len = u16::try_from(program.len()).map_err(|_| SysError {
+        call: CALL,
+        errno: Errno::E2BIG,
+    })?;
+    let fprog = libc::sock_fprog {
+        len,
+        filter: program.as_ptr().cast_mut(),
+    };
+    let flags =
+        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+    // SAFETY: fprog points at `len` instructions that outlive the call; the kernel copies them
+    // and returns a new descriptor.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            &raw const fprog,
+        )
+    };
+    super::fd_result(ret, CALL)
+}
+
+/// One call stopped by a filter, as the listener receives it (`struct seccomp_notif`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Notification {
+    /// Names this call in the answers; valid while the caller waits.
+    pub id: u64,
+    /// The calling thread, in the PID namespace of the process that received the call.
+    pub pid: i32,
+    pub arch: u32,
+    pub nr: i32,
+    pub args: [u64; 6],
+}
+
+fn listener_ioctl(
+    listener: BorrowedFd<'_>,
+    request: libc::Ioctl,
+    arg: *mut libc::c_void,
+    call: &'static str,
+) -> Result<libc::c_int, SysError> {
+    // SAFETY: every caller passes the argument struct the request is defined with, alive for
+    // the call.
+    let ret = unsafe { libc::ioctl(listener.as_raw_fd(), request, arg) };
+    if ret < 0 {
+        Err(SysError::last(call))
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `SECCOMP_IOCTL_NOTIF_RECV`: the next call waiting for an answer. Blocks while there is none;
+/// ENOENT when the caller was killed between the listener polling readable and this receive.
+pub fn receive(listener: BorrowedFd<'_>) -> Result<Notification, SysError> {
+    // The kernel refuses a buffer that is not zeroed (EINVAL), so it can extend the struct.
+    // SAFETY: plain integers; all-zero is valid.
+    let mut raw: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+    listener_ioctl(
+        listener,
+        libc::SECCOMP_IOCTL_NOTIF_RECV,
+        (&raw mut raw).cast(),
+        "ioctl(SECCOMP_IOCTL_NOTIF_RECV)",
+    )?;
+    Ok(Notification {
+        id: raw.id,
+        // pid_t in a __u32: the kernel never reports a negative pid.
+        pid: raw.pid as i32,
+        arch: raw.data.arch,
+        nr: raw.data.nr,
+        args: raw.data.args,
+    })
+}
+
+/// `SECCOMP_IOCTL_NOTIF_ID_VALID`: whether the caller of `id` still waits. Anything read from
+/// the caller (its memory, its `/proc` entries) since the call was received is known to be the
+/// caller's only if this still succeeds afterwards: a killed caller's pid can be reused.
+pub fn id_valid(listener: BorrowedFd<'_>, id: u64) -> Result<(), SysError> {
+    let mut id = id;
+    listener_ioctl(
+        listener,
+        libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
+        (&raw mut id).cast(),
+        "ioctl(SECCOMP_IOCTL_NOTIF_ID_VALID)",
+    )
+    .map(drop)
+}
+
+/// `SECCOMP_IOCTL_NOTIF_SEND` with `SECCOMP_USER_NOTIF_FLAG_CONTINUE`: the kernel runs the call
+/// as if no filter had stopped it, reading its arguments again from the caller's memory.
+pub fn answer_continue(listener: BorrowedFd<'_>, id: u64) -> Result<(), SysError> {
+    let mut response = libc::seccomp_notif_resp {
+        id,
+        val: 0,
+        error: 0,
+        flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+    };
+    listener_ioctl(
+        listener,
+        libc::SECCOMP_IOCTL_NOTIF_SEND,
+        (&raw mut response).cast(),
+        "ioctl(SECCOMP_IOCTL_NOTIF_SEND, CONTINUE)",
+    )
+    .map(drop)
+}
+
+/// A descriptor number in another process's table: not ours to use or close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RemoteFd(pub i32);
+
+/// `SECCOMP_IOCTL_NOTIF_ADDFD`: installs a copy of `fd` in the caller of `id` (at its lowest
+/// free number, close-on-exec) and returns the number there.
+pub fn add_fd_cloexec(
+    listener: BorrowedFd<'_>,
+    id: u64,
+    fd: BorrowedFd<'_>,
+) -> Result<RemoteFd, SysError> {
+    let mut add = libc::seccomp_notif_addfd {
+        id,
+        flags: 0,
+        srcfd: fd.as_raw_fd() as u32,
+        newfd: 0,
+        newfd_flags: libc::O_CLOEXEC as u32,
+    };
+    listener_ioctl(
+        listener,
+        libc::SECCOMP_IOCTL_NOTIF_ADDFD,
+        (&raw mut add).cast(),
+        "ioctl(SECCOMP_IOCTL_NOTIF_ADDFD)",
+    )
+    .map(RemoteFd)
+}
+
+/// `SECCOMP_IOCTL_NOTIF_SET_FLAGS(SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)` (Linux 6.6): the kernel
+/// wakes the listener and, on the answer, the caller on the waking CPU, as for a synchronous
+/// hand-off, instead of sending each to another CPU's run queue.
+pub fn set_sync_wake_up(listener: BorrowedFd<'_>) -> Result<(), SysError> {
+    const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
+    let mut flags = SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP;
+    listener_ioctl(
+        listener,
+        libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+        (&raw mut flags).cast(),
+        "ioctl(SECCOMP_IOCTL_NOTIF_SET_FLAGS, SYNC_WAKE_UP)",
+    )
+    .map(drop)
 }
 
 #[cfg(test)]
