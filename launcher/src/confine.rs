@@ -267,6 +267,10 @@ mod abi {
     pub const X32_IOCTL: &[u32] = &[0x4000_0000 | 16, 0x4000_0000 | 514];
     pub const COMPAT_ARCH: u32 = 0x4000_0003; // AUDIT_ARCH_I386
     pub const COMPAT_IOCTL: &[u32] = &[54];
+    pub const NATIVE_BPF: &[u32] = &[321];
+    /// x32 shares the native `sys_bpf` (its attr has no pointers of native width).
+    pub const X32_BPF: &[u32] = &[0x4000_0000 | 321];
+    pub const COMPAT_BPF: &[u32] = &[357];
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -276,14 +280,24 @@ mod abi {
     pub const X32_IOCTL: &[u32] = &[];
     pub const COMPAT_ARCH: u32 = 0x4000_0028; // AUDIT_ARCH_ARM
     pub const COMPAT_IOCTL: &[u32] = &[54];
+    pub const NATIVE_BPF: &[u32] = &[280];
+    pub const X32_BPF: &[u32] = &[];
+    pub const COMPAT_BPF: &[u32] = &[386];
 }
 
+/// The `bpf()` commands the gateway sees ([`crate::gateway`]): those that take a token.
+pub const NOTIFIED_BPF_COMMANDS: [u32; 3] = [0, 5, 18];
+
 /// The command's seccomp filter: `ioctl` with a [`DENIED_IOCTLS`] request fails with EPERM,
-/// for the native ABI, x32 and the 32-bit compat ABI; everything else is allowed.
+/// for the native ABI, x32 and the 32-bit compat ABI; with `gateway`, `bpf()` with a command
+/// in [`NOTIFIED_BPF_COMMANDS`] (`BPF_MAP_CREATE`, `BPF_PROG_LOAD`, `BPF_BTF_LOAD`) waits for
+/// the gateway's answer (`SECCOMP_RET_USER_NOTIF`) on the same ABIs; everything else is
+/// allowed.
 ///
-/// The request is compared on its low 32 bits only, as the kernel reads it (`unsigned int cmd`
-/// in `tty_ioctl`): a filter comparing 64 bits would let `TIOCSTI | 1 << 32` through.
-pub fn command_filter() -> Vec<seccomp::Instruction> {
+/// The ioctl request and the bpf command are compared on their low 32 bits only, as the kernel
+/// reads them (`unsigned int cmd` in `tty_ioctl`, `int cmd` in `sys_bpf`): a filter comparing
+/// 64 bits would let `TIOCSTI | 1 << 32` through.
+pub fn command_filter(gateway: bool) -> Vec<seccomp::Instruction> {
     let mut p = Program::new();
     let native = p.label();
     let not_native = p.label();
@@ -291,6 +305,9 @@ pub fn command_filter() -> Vec<seccomp::Instruction> {
     let foreign = p.label();
     let check_request = p.label();
     let deny = p.label();
+    let check_bpf = p.label();
+    let notify = p.label();
+    let bpf_numbers = |numbers: &'static [u32]| if gateway { numbers } else { &[] };
 
     p.load(seccomp::DATA_ARCH);
     p.jump_eq(abi::NATIVE_ARCH, native, not_native);
@@ -302,6 +319,14 @@ pub fn command_filter() -> Vec<seccomp::Instruction> {
         p.jump_eq(*nr, check_request, next);
         p.bind(next);
     }
+    for nr in bpf_numbers(abi::NATIVE_BPF)
+        .iter()
+        .chain(bpf_numbers(abi::X32_BPF))
+    {
+        let next = p.label();
+        p.jump_eq(*nr, check_bpf, next);
+        p.bind(next);
+    }
     p.ret(RET_ALLOW);
 
     p.bind(not_native);
@@ -311,6 +336,11 @@ pub fn command_filter() -> Vec<seccomp::Instruction> {
     for nr in abi::COMPAT_IOCTL {
         let next = p.label();
         p.jump_eq(*nr, check_request, next);
+        p.bind(next);
+    }
+    for nr in bpf_numbers(abi::COMPAT_BPF) {
+        let next = p.label();
+        p.jump_eq(*nr, check_bpf, next);
         p.bind(next);
     }
     p.ret(RET_ALLOW);
@@ -328,6 +358,19 @@ pub fn command_filter() -> Vec<seccomp::Instruction> {
     p.ret(RET_ALLOW);
     p.bind(deny);
     p.ret(ret_errno(Errno::EPERM));
+
+    p.bind(check_bpf);
+    if gateway {
+        p.load(seccomp::data_arg_low(0));
+        for cmd in NOTIFIED_BPF_COMMANDS {
+            let next = p.label();
+            p.jump_eq(cmd, notify, next);
+            p.bind(next);
+        }
+    }
+    p.ret(RET_ALLOW);
+    p.bind(notify);
+    p.ret(seccomp::RET_USER_NOTIF);
     p.finish()
 }
 
@@ -335,7 +378,21 @@ pub fn command_filter() -> Vec<seccomp::Instruction> {
 /// privileges from exec, then the filter.
 pub fn install_command_filter() -> Result<(), ConfineError> {
     seccomp::set_no_new_privs().map_err(ConfineError::Sys)?;
-    seccomp::install_filter(&command_filter()).map_err(ConfineError::Sys)
+    seccomp::install_filter(&command_filter(false)).map_err(ConfineError::Sys)
+}
+
+/// [`install_command_filter`] with the gateway's notifications: returns the listener. From
+/// this call on, a `bpf()` call of a notified command made by this process itself would wait
+/// for an answer only this process can give: the caller (PID 1) must make none.
+pub fn install_command_filter_with_gateway() -> Result<std::os::fd::OwnedFd, ConfineError> {
+    seccomp::set_no_new_privs().map_err(ConfineError::Sys)?;
+    seccomp::install_filter_with_listener(&command_filter(true)).map_err(|source| {
+        match source.errno {
+            Errno::EINVAL => ConfineError::GatewayUnsupported(source),
+            Errno::EBUSY => ConfineError::GatewayListenerTaken(source),
+            _ => ConfineError::Sys(source),
+        }
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -352,6 +409,14 @@ pub enum ConfineError {
     Capabilities { call: &'static str, error: String },
     #[error("confining the command: {0}")]
     Sys(SysError),
+    #[error(
+        "starting the bpf() gateway: {0}: this kernel does not know SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (Linux 5.19); run with --no-gateway (token-aware loaders still work)"
+    )]
+    GatewayUnsupported(SysError),
+    #[error(
+        "starting the bpf() gateway: {0}: a seccomp filter with a listener already confines the supervisor (a container runtime's notifier), and a process can have only one; run with --no-gateway (token-aware loaders still work)"
+    )]
+    GatewayListenerTaken(SysError),
     #[error("reading the sandbox's mount table: {0}")]
     MountTable(std::io::Error),
     #[error("hiding the host's cgroup2 mount at {}: {source}", path.display())]
@@ -423,13 +488,21 @@ mod tests {
         ));
     }
 
+    /// The ioctl rules hold with and without the gateway's rule.
     fn decide(arch: u32, nr: u32, request: u64) -> u32 {
+        let args = [0, request, 0, 0, 0, 0];
+        let without = decide_with(false, arch, nr, args);
+        assert_eq!(without, decide_with(true, arch, nr, args), "nr {nr}");
+        without
+    }
+
+    fn decide_with(gateway: bool, arch: u32, nr: u32, args: [u64; 6]) -> u32 {
         evaluate(
-            &command_filter(),
+            &command_filter(gateway),
             &SeccompData {
                 nr: nr as i32,
                 arch,
-                args: [0, request, 0, 0, 0, 0],
+                args,
                 ..SeccompData::default()
             },
         )
@@ -478,5 +551,46 @@ mod tests {
         );
         assert_eq!(decide(abi::COMPAT_ARCH, 4, 0), RET_ALLOW);
         assert_eq!(decide(0x1234, 0, 0), RET_KILL_PROCESS);
+    }
+
+    #[test]
+    fn token_taking_bpf_commands_go_to_the_gateway_on_every_abi() {
+        let notify = seccomp::RET_USER_NOTIF;
+        let abis = [
+            (abi::NATIVE_ARCH, abi::NATIVE_BPF),
+            (abi::NATIVE_ARCH, abi::X32_BPF),
+            (abi::COMPAT_ARCH, abi::COMPAT_BPF),
+        ];
+        for (arch, numbers) in abis {
+            for &nr in numbers {
+                for cmd in NOTIFIED_BPF_COMMANDS {
+                    let cmd = u64::from(cmd);
+                    assert_eq!(decide_with(true, arch, nr, [cmd, 0, 0, 0, 0, 0]), notify);
+                    // `int cmd`: high bits must not hide the command.
+                    assert_eq!(
+                        decide_with(true, arch, nr, [cmd | 7 << 32, 0, 0, 0, 0, 0]),
+                        notify
+                    );
+                    assert_eq!(
+                        decide_with(false, arch, nr, [cmd, 0, 0, 0, 0, 0]),
+                        RET_ALLOW,
+                        "without the gateway bpf() is not stopped"
+                    );
+                }
+                // Lookups, attach, BPF_TOKEN_CREATE (the gateway's own token): never stopped.
+                for cmd in [1u64, 2, 8, 28, 36] {
+                    assert_eq!(
+                        decide_with(true, arch, nr, [cmd, 0, 0, 0, 0, 0]),
+                        RET_ALLOW,
+                        "cmd {cmd}"
+                    );
+                }
+            }
+        }
+        // The bpf number of the other ABI is another syscall there.
+        assert_eq!(
+            decide_with(true, abi::COMPAT_ARCH, abi::NATIVE_BPF[0], [0; 6]),
+            RET_ALLOW
+        );
     }
 }

@@ -15,7 +15,9 @@
 //! - [`net`]: interfaces and the test datagram;
 //! - [`counter`]: the demo XDP counter end to end;
 //! - [`relay`]: waiting for a child while forwarding signals; [`pidns`]: the command's PID
-//!   namespace and its init; [`cgroup`]: the sandbox's resource limits;
+//!   namespace and its init; [`cgroup`]: the sandbox's resource limits; [`gateway`]: the init's
+//!   `bpf()` gateway, which gives token-unaware loaders the token and explains the calls a
+//!   delegation does not cover ([`policy::calls`] decodes them);
 //! - [`supervisor`]: the processes put together; [`status`]: `--json-status` events;
 //!   [`preflight`]: `--check`, whether a machine can run it all.
 //!
@@ -29,6 +31,7 @@ pub mod channel;
 pub mod confine;
 pub mod counter;
 pub mod diagnosis;
+pub mod gateway;
 pub mod inventory;
 pub mod loader;
 pub mod logging;

@@ -12,6 +12,7 @@
 //! namespace down.
 
 use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{AsFd as _, AsRawFd as _};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
@@ -20,10 +21,13 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{AccessFlags, Pid};
 
 use crate::confine::{self, CapabilityChoice, ConfineError};
+use crate::gateway::{Gateway, GatewayError};
 #[cfg(doc)]
 use crate::relay::BlockedSignals;
-use crate::relay::{self, ChildExit, Reap};
+use crate::relay::{self, ChildExit, Reap, Watch};
+use crate::status::StatusSink;
 use crate::sys::{Errno, SysError};
+use crate::token::{Token, TokenError};
 
 /// The command and how it is confined.
 #[derive(Debug, Clone, Copy)]
@@ -34,6 +38,10 @@ pub struct CommandSpec<'a> {
     pub capabilities: &'a CapabilityChoice,
     /// Start the command in a session of its own, without the caller's controlling terminal.
     pub new_session: bool,
+    /// Serve the `bpf()` gateway ([`crate::gateway`]) while the command runs.
+    pub gateway: bool,
+    /// Where the gateway's report goes at the end (`--json-status`).
+    pub status: Option<&'a StatusSink>,
 }
 
 /// Runs the command as PID 2 and returns how it ended; the caller must be PID 1 of its PID
@@ -60,6 +68,12 @@ pub fn run_as_init(spec: &CommandSpec<'_>) -> Result<ChildExit, PidNsError> {
             return Ok(ChildExit::Exited(err.exit_code()));
         }
     };
+    // The gateway's token, made while this process may still call bpf() (see below).
+    let token = if spec.gateway {
+        Some(Token::from_bpffs_path(spec.bpffs_path).map_err(PidNsError::GatewayToken)?)
+    } else {
+        None
+    };
     confine::make_undumpable().map_err(PidNsError::Confine)?;
     confine::drop_for_exec(spec.capabilities).map_err(PidNsError::Confine)?;
     log::debug!(
@@ -78,8 +92,28 @@ pub fn run_as_init(spec: &CommandSpec<'_>) -> Result<ChildExit, PidNsError> {
         })?;
         log::debug!("setsid(): the command has no controlling terminal");
     }
-    confine::install_command_filter().map_err(PidNsError::Confine)?;
-    log::debug!("seccomp filter installed: ioctl TIOCSTI and TIOCLINUX fail with EPERM");
+    let mut gateway = match token {
+        None => {
+            confine::install_command_filter().map_err(PidNsError::Confine)?;
+            log::debug!("seccomp filter installed: ioctl TIOCSTI and TIOCLINUX fail with EPERM");
+            None
+        }
+        Some(token) => {
+            let listener =
+                confine::install_command_filter_with_gateway().map_err(PidNsError::Confine)?;
+            // From here on this process must make no bpf(BPF_MAP_CREATE/PROG_LOAD/BTF_LOAD)
+            // call: the filter applies to it too, and the answer would have to come from it.
+            log::debug!(
+                "seccomp filter installed: ioctl TIOCSTI and TIOCLINUX fail with EPERM; bpf() MAP_CREATE, PROG_LOAD and BTF_LOAD go through the gateway (listener fd {}, token fd {})",
+                listener.as_raw_fd(),
+                token.as_fd().as_raw_fd()
+            );
+            Some(
+                Gateway::new(token, listener, spec.capabilities.caps_kept())
+                    .map_err(PidNsError::Gateway)?,
+            )
+        }
+    };
     let child = match spawn(spec, &resolved) {
         Ok(child) => child,
         Err(err) => {
@@ -96,10 +130,17 @@ pub fn run_as_init(spec: &CommandSpec<'_>) -> Result<ChildExit, PidNsError> {
         }
     };
     log::debug!("command {program:?} is pid {child} in the PID namespace");
-    relay::wait_forwarding(child, Reap::All, None).map_err(|source| PidNsError::Sys {
-        step: "waiting for the command",
-        source,
-    })
+    let watch = gateway.as_mut().map(|g| g as &mut dyn Watch);
+    let exit = relay::wait_forwarding_with(child, Reap::All, None, watch).map_err(|source| {
+        PidNsError::Sys {
+            step: "waiting for the command",
+            source,
+        }
+    })?;
+    if let Some(gateway) = &gateway {
+        gateway.finish(exit != ChildExit::Exited(0), spec.status);
+    }
+    Ok(exit)
 }
 
 /// The working directory came from the supervisor as an open directory, not a path: a
@@ -276,4 +317,8 @@ pub enum PidNsError {
     ProcessLimit,
     #[error("{0}")]
     Confine(ConfineError),
+    #[error("starting the bpf() gateway: {0}; --no-gateway runs the command without it")]
+    GatewayToken(TokenError),
+    #[error("{0}")]
+    Gateway(GatewayError),
 }

@@ -9,7 +9,7 @@
 //! Signals the kernel generated for the terminal's process group (Ctrl-C) already reached every
 //! process in the group, the command included; forwarding them would deliver them twice.
 
-use std::os::fd::AsFd as _;
+use std::os::fd::{AsFd as _, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -114,12 +114,32 @@ pub enum Reap {
     All,
 }
 
+/// A descriptor [`wait_forwarding_with`] watches besides the signals, with what to do when it
+/// is readable (the sandbox's init serves the `bpf()` gateway's listener this way).
+pub trait Watch {
+    fn watched_fd(&self) -> BorrowedFd<'_>;
+    /// Handles what made the descriptor readable; must not block for long, as signals and the
+    /// child's end wait meanwhile.
+    fn on_readable(&mut self);
+}
+
 /// Waits until `child` ends, forwarding [`FORWARDED`] signals sent by other processes to it, and
 /// killing it with `SIGKILL` once `deadline` passes. Needs [`BlockedSignals`] in force.
 pub fn wait_forwarding(
     child: Pid,
     reap: Reap,
     deadline: Option<(Instant, Duration)>,
+) -> Result<ChildExit, SysError> {
+    wait_forwarding_with(child, reap, deadline, None)
+}
+
+/// [`wait_forwarding`], also serving `watch` whenever its descriptor is readable (until it
+/// reports an error or hang-up, after which it is no longer polled).
+pub fn wait_forwarding_with(
+    child: Pid,
+    reap: Reap,
+    deadline: Option<(Instant, Duration)>,
+    mut watch: Option<&mut dyn Watch>,
 ) -> Result<ChildExit, SysError> {
     let signals = SignalFd::with_flags(
         &relayed_set(),
@@ -148,14 +168,35 @@ pub fn wait_forwarding(
                 PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
             }
         };
-        let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, timeout) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(errno) => {
-                return Err(SysError {
-                    call: "poll",
-                    errno,
-                });
+        let mut watch_events = None;
+        {
+            let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+            if let Some(watch) = &watch {
+                fds.push(PollFd::new(watch.watched_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(errno) => {
+                    return Err(SysError {
+                        call: "poll",
+                        errno,
+                    });
+                }
+            }
+            if let Some(watched) = fds.get(1) {
+                watch_events = watched.revents();
+            }
+        }
+        if let Some(events) = watch_events {
+            if events.contains(PollFlags::POLLIN) {
+                if let Some(watch) = watch.as_mut() {
+                    watch.on_readable();
+                }
+            } else if events
+                .intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL)
+            {
+                log::debug!("the watched descriptor reports {events:?}: no longer polled");
+                watch = None;
             }
         }
         while let Some(info) = signals.read_signal().map_err(|errno| SysError {

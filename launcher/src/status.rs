@@ -10,6 +10,11 @@
 //! - `{"event":"limits","memory_max":..,"pids_max":..,"cgroups":[{"version":"v1","controllers":
 //!   ["memory"],"path":..,"settings":{"memory.limit_in_bytes":..}},..]}` before that, only when
 //!   the run has a cgroup (`--memory-max`, `--pids-max`, `--cgroup-parent`);
+//! - `{"event":"gateway","notified":..,"patched":..,"token_injected":..,"uncovered_calls":[..],
+//!   ..}` when a command made calls through the `bpf()` gateway, just before `exited`: each
+//!   uncovered call has `command`, `map_type`/`prog_type`/`expected_attach_type` (names or null), `missing`
+//!   (`{"delegate_progs":[..],..}`) or `attr_too_short`, the first caller's `pid` and `comm`,
+//!   and `calls`;
 //! - `{"event":"exited","exit_code":..,"signal":..,"timed_out":..}` at the end; `signal` names
 //!   the signal that killed the command (or the sandbox), else it is null.
 //!
@@ -140,6 +145,18 @@ impl StatusSink {
             "signal": signal,
             "timed_out": matches!(exit, ChildExit::TimedOut(_)),
         }));
+    }
+}
+
+impl StatusSink {
+    /// The sandbox's `bpf()` gateway at the command's end (written by the sandbox before it
+    /// exits, so it precedes `exited`): its counts and the calls the delegation did not cover.
+    pub fn gateway(&self, report: &Value) {
+        let mut event = json!({ "event": "gateway" });
+        if let (Some(event), Some(report)) = (event.as_object_mut(), report.as_object()) {
+            event.extend(report.clone());
+        }
+        self.emit(&event);
     }
 }
 

@@ -87,8 +87,9 @@ pub enum SandboxAction {
         interface: String,
         send_traffic: bool,
     },
-    /// Point `LIBBPF_BPF_TOKEN_PATH` at the bpffs and exec `argv`.
-    Exec { argv: Vec<OsString> },
+    /// Point `LIBBPF_BPF_TOKEN_PATH` at the bpffs and exec `argv`; `gateway`: serve the
+    /// `bpf()` gateway ([`crate::gateway`]) for it.
+    Exec { argv: Vec<OsString>, gateway: bool },
     /// `--check`: the demo on `lo` without its report, failing unless the counter saw exactly
     /// the one datagram. The sandbox's stderr goes to `stderr` (a memfd the caller reads after
     /// the run, so a long verifier log can never block the sandbox on a full pipe).
@@ -545,7 +546,7 @@ fn sandbox(
             }
             Ok(0)
         }
-        SandboxAction::Exec { argv } => {
+        SandboxAction::Exec { argv, gateway } => {
             // The command runs on the caller's CPUs, not on the one the setup was kept on.
             if let Some(placement) = placement {
                 placement.release();
@@ -559,6 +560,8 @@ fn sandbox(
                 bpffs_path,
                 capabilities: &options.capabilities,
                 new_session: options.new_session,
+                gateway: *gateway,
+                status: options.status.as_ref(),
             };
             let exit = pidns::run_as_init(&spec).map_err(SupervisorError::PidNs)?;
             let end = match exit {

@@ -144,6 +144,11 @@ struct Cli {
     /// closed at start-up); repeatable
     #[arg(long = "preserve-fd", value_name = "FD", requires = "command")]
     preserve_fd: Vec<i32>,
+    /// Run the command without the bpf() gateway, which otherwise gives loaders that know no
+    /// BPF tokens (stock aya) the sandbox's token and explains the calls the delegation does
+    /// not cover
+    #[arg(long, requires = "command")]
+    no_gateway: bool,
     /// Trace every step on stderr (repeat for more)
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
     verbose: u8,
@@ -416,7 +421,10 @@ fn prepare(cli: Cli) -> Result<Prepared, String> {
             send_traffic: !cli.no_traffic,
         }
     } else {
-        SandboxAction::Exec { argv: cli.command }
+        SandboxAction::Exec {
+            argv: cli.command,
+            gateway: !cli.no_gateway,
+        }
     };
     Ok(Prepared::Run(Box::new(SupervisorOptions {
         veth,

@@ -273,11 +273,12 @@ impl BpfCall {
         }
     }
 
-    /// `bpf(BPF_PROG_LOAD) of a socket_filter program `name` (expected attach type xdp)`.
+    /// [`CallShape::describe`] and the object's name, as the caller gave it.
     pub fn describe(&self, names: &EnumNames) -> String {
         let mut text = self.shape().describe(names);
         if let Some(name) = &self.name {
-            let _ = write!(text, " named {name:?}");
+            // `{:?}` escapes what could act on a terminal.
+            let _ = write!(text, ", named {name:?}");
         }
         text
     }
@@ -299,39 +300,32 @@ pub struct CallShape {
 }
 
 impl CallShape {
+    /// `bpf(BPF_PROG_LOAD) for program type xdp, expected attach type xdp`.
     pub fn describe(&self, names: &EnumNames) -> String {
         let mut text = format!("bpf({})", self.command.name());
         if let Some(map_type) = self.map_type {
             let _ = write!(
                 text,
-                " of {} map",
-                with_article(&value_name(names, DelegateKind::Maps, map_type))
+                " for map type {}",
+                value_name(names, DelegateKind::Maps, map_type)
             );
         }
         if let Some(prog_type) = self.prog_type {
             let _ = write!(
                 text,
-                " of {} program",
-                with_article(&value_name(names, DelegateKind::Progs, prog_type))
+                " for program type {}",
+                value_name(names, DelegateKind::Progs, prog_type)
             );
         }
         if let Some(attach) = self.expected_attach_type {
             let _ = write!(
                 text,
-                " (expected attach type {})",
+                ", expected attach type {}",
                 value_name(names, DelegateKind::Attachs, attach)
             );
         }
         text
     }
-}
-
-fn with_article(word: &str) -> String {
-    let vowel = word
-        .chars()
-        .next()
-        .is_some_and(|c| "aeiouAEIOU".contains(c));
-    format!("{} {word}", if vowel { "an" } else { "a" })
 }
 
 /// Who made a call: its thread id in the sandbox's PID namespace and its `comm`.
@@ -482,7 +476,7 @@ impl Finding {
                     .map(|item| format!("{} to {}", item.name(names), item.kind.flag()))
                     .collect();
                 let mut line = format!(
-                    "{what} by {}{count} was not covered by the delegation: add {}",
+                    "{what}, by {}{count}, was not covered by the delegation: add {}",
                     self.first_caller,
                     join_and(&adds)
                 );
@@ -503,7 +497,7 @@ impl Finding {
                 line
             }
             Gap::AttrTooShort { attr_size } => format!(
-                "{what} by {}{count} passed a bpf_attr of {attr_size} bytes, too short to carry a token ({} needed), so the kernel checked it against the host's privileges: upgrade the loader (libbpf >= 1.4, bpftool >= 7.4)",
+                "{what}, by {}{count}, passed a bpf_attr of {attr_size} bytes, too short to carry a token ({} needed), so the kernel checked it against the host's privileges: upgrade the loader (libbpf >= 1.4, bpftool >= 7.4)",
                 self.first_caller,
                 self.shape.command.size_for_token()
             ),

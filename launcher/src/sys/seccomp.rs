@@ -293,8 +293,8 @@ fn listener_ioctl(
     arg: *mut libc::c_void,
     call: &'static str,
 ) -> Result<libc::c_int, SysError> {
-    // SAFETY: every caller passes the argument struct the request is defined with, alive for
-    // the call.
+    // SAFETY: every caller passes the argument the request is defined with (a struct alive for
+    // the call, or a plain value).
     let ret = unsafe { libc::ioctl(listener.as_raw_fd(), request, arg) };
     if ret < 0 {
         Err(SysError::last(call))
@@ -388,12 +388,13 @@ pub fn add_fd_cloexec(
 /// wakes the listener and, on the answer, the caller on the waking CPU, as for a synchronous
 /// hand-off, instead of sending each to another CPU's run queue.
 pub fn set_sync_wake_up(listener: BorrowedFd<'_>) -> Result<(), SysError> {
-    const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
-    let mut flags = SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP;
+    const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: usize = 1;
+    // Unlike the other requests, this one takes the flags as the argument itself, not a
+    // pointer to them (`seccomp_notify_ioctl` passes `arg` on as the value).
     listener_ioctl(
         listener,
         libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
-        (&raw mut flags).cast(),
+        SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP as *mut libc::c_void,
         "ioctl(SECCOMP_IOCTL_NOTIF_SET_FLAGS, SYNC_WAKE_UP)",
     )
     .map(drop)

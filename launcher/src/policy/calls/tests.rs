@@ -190,7 +190,7 @@ fn a_socket_filter_without_attach_type_needs_cgroup_inet_ingress() {
     let n = names();
     assert_eq!(
         call.describe(&n),
-        "bpf(BPF_PROG_LOAD) of a socket_filter program (expected attach type cgroup_inet_ingress) named \"probe\""
+        "bpf(BPF_PROG_LOAD) for program type socket_filter, expected attach type cgroup_inet_ingress, named \"probe\""
     );
     let xdp = Attr::new(148)
         .u32(0, value(DelegateKind::Progs, "xdp"))
@@ -287,10 +287,10 @@ fn findings_explain_what_to_add_once_per_kind_of_call() {
     assert_eq!(lines.len(), 3, "{lines:#?}");
     assert_eq!(
         lines[0],
-        "bpf(BPF_PROG_LOAD) of a socket_filter program (expected attach type cgroup_inet_ingress) by pid 2 (aya-test) (2 such calls) was not covered by the delegation: add socket_filter to --delegate-progs and cgroup_inet_ingress to --delegate-attachs"
+        "bpf(BPF_PROG_LOAD) for program type socket_filter, expected attach type cgroup_inet_ingress, by pid 2 (aya-test) (2 such calls), was not covered by the delegation: add socket_filter to --delegate-progs and cgroup_inet_ingress to --delegate-attachs"
     );
     assert!(
-        lines[1].starts_with("bpf(BPF_MAP_CREATE) of an array map by pid 9 passed a bpf_attr of 72 bytes, too short to carry a token (80 needed)")
+        lines[1].starts_with("bpf(BPF_MAP_CREATE) for map type array, by pid 9, passed a bpf_attr of 72 bytes, too short to carry a token (80 needed)")
             && lines[1].ends_with("upgrade the loader (libbpf >= 1.4, bpftool >= 7.4)"),
         "{}",
         lines[1]
