@@ -5,6 +5,13 @@
 //!   it to `lo`, detach; the time of each step.
 //! - `aya-load RUNS`: as root on the host, in a fresh network namespace: the same with stock
 //!   aya's `EbpfLoader` and `Xdp::attach`.
+//! - `aya-load-here RUNS`: the same in the caller's own network namespace, for a token sandbox
+//!   whose bpf() gateway gives stock aya the token (`token_userns_demo -- bench_counter
+//!   aya-load-here 30`).
+//! - `gateway-calls RUNS`: in a token sandbox: RUNS pairs of `BPF_MAP_CREATE` (an array), one
+//!   carrying the token itself, one without (which the gateway patches), interleaved; the
+//!   median and 90th percentile of each in µs (`null` when the call fails, as the one without a
+//!   token does under `--no-gateway`).
 //! - `flood DATAGRAMS [OBJECT]`: in a token sandbox: send DATAGRAMS UDP datagrams over `lo` from
 //!   two threads without the counter, then again with it attached, and compare its delta with the
 //!   number sent. OBJECT replaces the embedded counter (the bench's non-atomic variant).
@@ -33,14 +40,18 @@ fn main() -> anyhow::Result<()> {
         .as_slice()
     {
         ["token-load", runs] => token_load(runs.parse()?),
-        ["aya-load", runs] => aya_load(runs.parse()?),
+        ["aya-load", runs] => aya_load(runs.parse()?, true),
+        ["aya-load-here", runs] => aya_load(runs.parse()?, false),
+        ["gateway-calls", runs] => gateway_calls(runs.parse()?),
         ["flood", datagrams] => flood(datagrams.parse()?, COUNTER_OBJECT.to_vec()),
         ["flood", datagrams, object] => flood(
             datagrams.parse()?,
             std::fs::read(object).with_context(|| format!("reading {object}"))?,
         ),
         _ => {
-            bail!("usage: bench_counter token-load RUNS | aya-load RUNS | flood DATAGRAMS [OBJECT]")
+            bail!(
+                "usage: bench_counter token-load RUNS | aya-load RUNS | aya-load-here RUNS | gateway-calls RUNS | flood DATAGRAMS [OBJECT]"
+            )
         }
     }
 }
@@ -75,10 +86,13 @@ fn token_load(runs: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn aya_load(runs: usize) -> anyhow::Result<()> {
-    // A fresh network namespace: the host's own lo is left alone.
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
-    bpf_token_launcher::net::bring_up_loopback()?;
+fn aya_load(runs: usize, own_netns: bool) -> anyhow::Result<()> {
+    if own_netns {
+        // A fresh network namespace: the host's own lo is left alone.
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .context("unshare(CLONE_NEWNET)")?;
+        bpf_token_launcher::net::bring_up_loopback()?;
+    }
     for _ in 0..runs {
         let start = Instant::now();
         let mut ebpf = aya::EbpfLoader::new().load(COUNTER_OBJECT)?;
@@ -97,6 +111,76 @@ fn aya_load(runs: usize) -> anyhow::Result<()> {
             ms(attached_at - loaded_at)
         );
     }
+    Ok(())
+}
+
+/// `BPF_MAP_CREATE` of a one-entry array with aya 0.14's attr size, with the token or without.
+fn map_create(token: Option<&Token>) -> Result<std::os::fd::OwnedFd, std::io::Error> {
+    use std::os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _};
+    let mut attr = [0u8; 152];
+    for (offset, value) in [(0usize, 2u32), (4, 4), (8, 8), (12, 1)] {
+        attr[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
+    }
+    if let Some(token) = token {
+        attr[16..20].copy_from_slice(&aya_obj::generated::BPF_F_TOKEN_FD.to_le_bytes());
+        attr[76..80].copy_from_slice(&token.as_fd().as_raw_fd().to_le_bytes());
+    }
+    // SAFETY: attr is a complete bpf_attr prefix of the size passed.
+    let ret = unsafe { libc::syscall(libc::SYS_bpf, 0, attr.as_mut_ptr(), attr.len()) };
+    if ret < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        // SAFETY: a new descriptor from the kernel.
+        Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(ret as i32) })
+    }
+}
+
+fn gateway_calls(runs: usize) -> anyhow::Result<()> {
+    let token = token()?;
+    let mut with = Vec::with_capacity(runs);
+    let mut without = Vec::with_capacity(runs);
+    let mut without_fails = None;
+    // Unmeasured warm-up (page faults, the gateway's first injection).
+    for _ in 0..10 {
+        drop(map_create(Some(&token))?);
+        drop(map_create(None));
+    }
+    let time = |token: Option<&Token>| {
+        let start = Instant::now();
+        let result = map_create(token);
+        (start.elapsed(), result)
+    };
+    for _ in 0..runs {
+        let (spent, result) = time(Some(&token));
+        drop(result?);
+        with.push(spent);
+        let (spent, result) = time(None);
+        match result {
+            Ok(map) => {
+                drop(map);
+                without.push(spent);
+            }
+            Err(error) => without_fails = Some(error),
+        }
+    }
+    let quantiles = |times: &mut Vec<Duration>| {
+        if times.is_empty() {
+            return "null".to_owned();
+        }
+        times.sort();
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        format!(
+            "{{\"median_us\":{:.1},\"p90_us\":{:.1}}}",
+            us(times[times.len() / 2]),
+            us(times[times.len() * 9 / 10])
+        )
+    };
+    println!(
+        "{{\"runs\":{runs},\"with_token\":{},\"without_token\":{},\"without_token_error\":{}}}",
+        quantiles(&mut with),
+        quantiles(&mut without),
+        without_fails.map_or("null".to_owned(), |e| format!("{:?}", e.to_string()))
+    );
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! What the command in the sandbox may not do even though it is root of its user namespace:
-//! the capabilities it loses, and the system calls a seccomp filter refuses it.
+//! the capabilities it loses, and the system calls a seccomp filter refuses it. The same filter
+//! hands the `bpf()` calls that take a token to the sandbox's gateway ([`crate::gateway`]).
 //!
 //! Why capabilities matter with a token: the kernel's `bpf_token_capable(token, cap)` is true
 //! when the loader has `cap` **or CAP_SYS_ADMIN** in the token's user namespace, and the

@@ -49,9 +49,13 @@ pub struct CommandSpec<'a> {
 /// its namespaces and bpffs are ready.
 ///
 /// Before the start, in this process (the command inherits all of it): the working directory is
-/// entered again by path as the sandbox's user, this process becomes non-dumpable and removes
-/// the dropped capabilities from what an exec can give, optionally leaves the caller's session,
-/// and installs the command's seccomp filter ([`crate::confine`]).
+/// entered again by path as the sandbox's user, the gateway's token is made from the bpffs,
+/// this process becomes non-dumpable and removes the dropped capabilities from what an exec can
+/// give, optionally leaves the caller's session, and installs the command's seccomp filter
+/// ([`crate::confine`]), with the gateway's listener unless `spec.gateway` is off. While the
+/// command runs, this process serves the gateway ([`crate::gateway`]) besides forwarding
+/// signals and reaping; at the end the gateway reports (explanations on stderr when the command
+/// failed, `--json-status`).
 ///
 /// The command is started with `posix_spawn` (`clone(CLONE_VM | CLONE_VFORK)` and exec), not
 /// `fork`, which copies the sandbox's page tables only to drop them at exec (`perf trace` showed

@@ -14,6 +14,16 @@ use aya_obj::generated::{BPF_F_TOKEN_FD, bpf_attr, bpf_cmd, bpf_insn};
 use super::{SysError, fd_result, unit_result};
 
 fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> libc::c_long {
+    // The process serving a gateway's listener runs under the same filter: a call the filter
+    // sends to the listener would wait for an answer only this process can give.
+    assert!(
+        !super::seccomp::serves_a_listener()
+            || !matches!(
+                cmd,
+                bpf_cmd::BPF_MAP_CREATE | bpf_cmd::BPF_PROG_LOAD | bpf_cmd::BPF_BTF_LOAD
+            ),
+        "bpf({cmd:?}) from the process that answers the sandbox's bpf() calls would wait for itself"
+    );
     // SAFETY: attr is a fully initialised bpf_attr of the size we pass; the pointers inside it
     // are set by the callers below to buffers that outlive this call.
     unsafe {

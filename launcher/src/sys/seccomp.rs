@@ -272,7 +272,18 @@ pub fn install_filter_with_listener(program: &[Instruction]) -> Result<OwnedFd, 
             &raw const fprog,
         )
     };
-    super::fd_result(ret, CALL)
+    let listener = super::fd_result(ret, CALL)?;
+    SERVES_A_LISTENER.store(true, std::sync::atomic::Ordering::Relaxed);
+    Ok(listener)
+}
+
+/// Set once this process installed a filter with a listener (it is then the one that must
+/// answer its own filtered calls, so it must make none).
+static SERVES_A_LISTENER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether [`install_filter_with_listener`] succeeded in this process.
+pub fn serves_a_listener() -> bool {
+    SERVES_A_LISTENER.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// One call stopped by a filter, as the listener receives it (`struct seccomp_notif`).
