@@ -112,6 +112,10 @@ fn main() -> ExitCode {
             an_attr_too_short_for_a_token_is_explained,
         ),
         (
+            "without_a_listener_the_command_runs_with_a_warning",
+            without_a_listener_the_command_runs_with_a_warning,
+        ),
+        (
             "calls_carrying_their_own_token_pass_untouched_and_no_call_costs_nothing",
             calls_carrying_their_own_token_pass_untouched_and_no_call_costs_nothing,
         ),
@@ -516,6 +520,44 @@ fn calls_carrying_their_own_token_pass_untouched_and_no_call_costs_nothing() {
         idle.stderr.contains("gateway: no bpf() call to handle"),
         "{idle:#?}"
     );
+}
+
+fn without_a_listener_the_command_runs_with_a_warning() {
+    let _host = shared();
+    // seccomp(SECCOMP_SET_MODE_FILTER, NEW_LISTENER | WAIT_KILLABLE_RECV, ...) refused as a
+    // kernel before 5.19 (EINVAL) or a process already under a runtime's listener (EBUSY) does.
+    let flags = (libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
+        | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV) as u64;
+    for (errno, says) in [
+        (
+            libc::EINVAL,
+            "does not know SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (Linux 5.19)",
+        ),
+        (
+            libc::EBUSY,
+            "a seccomp filter with a listener already confines the supervisor",
+        ),
+    ] {
+        let mut command = Command::new(DEMO);
+        command.args(["--", "sh", "-c", "exit 3"]);
+        support::inject_syscall_result(&mut command, libc::SYS_seccomp, Some((1, flags)), errno);
+        let run = run_command_clean(&mut command);
+        assert_eq!(run.code, Some(3), "{run:#?}");
+        assert!(
+            run.stderr
+                .contains("token_userns_demo: warning: the bpf() gateway cannot start")
+                && run.stderr.contains(says)
+                && run.stderr.contains("the command runs without it"),
+            "{run:#?}"
+        );
+        // Asked for no gateway, nothing is tried or said.
+        let mut quiet = Command::new(DEMO);
+        quiet.args(["--no-gateway", "--", "sh", "-c", "exit 3"]);
+        support::inject_syscall_result(&mut quiet, libc::SYS_seccomp, Some((1, flags)), errno);
+        let run = run_command_clean(&mut quiet);
+        assert_eq!(run.code, Some(3), "{run:#?}");
+        assert!(!run.stderr.contains("gateway"), "{run:#?}");
+    }
 }
 
 fn sandboxed_program(options: &[&str], command: &[&str]) -> Run {

@@ -411,11 +411,11 @@ pub enum ConfineError {
     #[error("confining the command: {0}")]
     Sys(SysError),
     #[error(
-        "starting the bpf() gateway: {0}: this kernel does not know SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (Linux 5.19); run with --no-gateway (token-aware loaders still work)"
+        "the bpf() gateway cannot start: {0}: this kernel does not know SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (Linux 5.19)"
     )]
     GatewayUnsupported(SysError),
     #[error(
-        "starting the bpf() gateway: {0}: a seccomp filter with a listener already confines the supervisor (a container runtime's notifier), and a process can have only one; run with --no-gateway (token-aware loaders still work)"
+        "the bpf() gateway cannot start: {0}: a seccomp filter with a listener already confines the supervisor (a container runtime's notifier), and a process's filters can have only one"
     )]
     GatewayListenerTaken(SysError),
     #[error("reading the sandbox's mount table: {0}")]

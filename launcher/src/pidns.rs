@@ -102,21 +102,35 @@ pub fn run_as_init(spec: &CommandSpec<'_>) -> Result<ChildExit, PidNsError> {
             log::debug!("seccomp filter installed: ioctl TIOCSTI and TIOCLINUX fail with EPERM");
             None
         }
-        Some(token) => {
-            let listener =
-                confine::install_command_filter_with_gateway().map_err(PidNsError::Confine)?;
-            // From here on this process must make no bpf(BPF_MAP_CREATE/PROG_LOAD/BTF_LOAD)
-            // call: the filter applies to it too, and the answer would have to come from it.
-            log::debug!(
-                "seccomp filter installed: ioctl TIOCSTI and TIOCLINUX fail with EPERM; bpf() MAP_CREATE, PROG_LOAD and BTF_LOAD go through the gateway (listener fd {}, token fd {})",
-                listener.as_raw_fd(),
-                token.as_fd().as_raw_fd()
-            );
-            Some(
-                Gateway::new(token, listener, spec.capabilities.caps_kept())
-                    .map_err(PidNsError::Gateway)?,
-            )
-        }
+        Some(token) => match confine::install_command_filter_with_gateway() {
+            // An environment where the gateway cannot work: the command still can (with a
+            // token-aware loader), so it runs, warned.
+            Err(
+                error @ (ConfineError::GatewayUnsupported(_)
+                | ConfineError::GatewayListenerTaken(_)),
+            ) => {
+                log::warn!(
+                    "{error}; the command runs without it (loaders that know no BPF tokens get EPERM; --no-gateway skips the attempt)"
+                );
+                drop(token);
+                confine::install_command_filter().map_err(PidNsError::Confine)?;
+                None
+            }
+            Err(error) => return Err(PidNsError::Confine(error)),
+            Ok(listener) => {
+                // From here on this process must make no bpf(BPF_MAP_CREATE/PROG_LOAD/BTF_LOAD)
+                // call: the filter applies to it too, and the answer would have to come from it.
+                log::debug!(
+                    "seccomp filter installed: ioctl TIOCSTI and TIOCLINUX fail with EPERM; bpf() MAP_CREATE, PROG_LOAD and BTF_LOAD go through the gateway (listener fd {}, token fd {})",
+                    listener.as_raw_fd(),
+                    token.as_fd().as_raw_fd()
+                );
+                Some(
+                    Gateway::new(token, listener, spec.capabilities.caps_kept())
+                        .map_err(PidNsError::Gateway)?,
+                )
+            }
+        },
     };
     let child = match spawn(spec, &resolved) {
         Ok(child) => child,
