@@ -526,8 +526,8 @@ fn without_a_listener_the_command_runs_with_a_warning() {
     let _host = shared();
     // seccomp(SECCOMP_SET_MODE_FILTER, NEW_LISTENER | WAIT_KILLABLE_RECV, ...) refused as a
     // kernel before 5.19 (EINVAL) or a process already under a runtime's listener (EBUSY) does.
-    let flags = (libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
-        | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV) as u64;
+    let flags: u64 =
+        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
     for (errno, says) in [
         (
             libc::EINVAL,
