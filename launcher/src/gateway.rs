@@ -157,9 +157,9 @@ impl Gateway {
     /// Takes the token (made before the filter was installed) and the filter's listener.
     pub fn new(token: Token, listener: OwnedFd, caps: CapsKept) -> Result<Self, GatewayError> {
         let allowed = token.allowed().map_err(GatewayError::TokenInfo)?;
-        // Best effort (Linux 6.6): the caller waits on the CPU it notified from and is woken
-        // there, which halves the cost of a call when the two would otherwise sit on
-        // different CPUs.
+        // Best effort (Linux 6.6): the listener is woken on the caller's CPU and the caller on
+        // the listener's, a synchronous hand-off instead of two cross-CPU wake-ups (measured:
+        // 5-6 µs per call instead of 40-48).
         if let Err(error) = seccomp::set_sync_wake_up(listener.as_fd()) {
             log::debug!("gateway: {error}: wake-ups stay asynchronous");
         }
@@ -302,7 +302,12 @@ impl Gateway {
         let call = BpfCall::decode(cmd, &attr[..read], size).expect("a command that takes a token");
         seen.call = Some(call.clone());
         let gap = Findings::gap(&call, &self.allowed);
-        let comm = if gap.is_some() || log::log_enabled!(log::Level::Debug) {
+        // A name is only needed for -v and for the first call of each kind left uncovered.
+        let needs_name = log::log_enabled!(log::Level::Debug)
+            || gap
+                .as_ref()
+                .is_some_and(|gap| !self.findings.contains(&call, gap));
+        let comm = if needs_name {
             let naming = Instant::now();
             let comm = self.comm_of(tid);
             seen.naming = naming.elapsed();

@@ -412,6 +412,11 @@ impl Findings {
         self.list.is_empty()
     }
 
+    /// Whether a call of this kind with this gap was recorded already.
+    pub fn contains(&self, call: &BpfCall, gap: &Gap) -> bool {
+        self.index.contains_key(&(call.shape(), gap.clone()))
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Finding> {
         self.list.iter()
     }

@@ -277,7 +277,9 @@ fn findings_explain_what_to_add_once_per_kind_of_call() {
     };
     let call = socket_filter_call();
     let gap = Findings::gap(&call, &policy).unwrap();
+    assert!(!findings.contains(&call, &gap));
     assert!(findings.record(&call, gap.clone(), caller));
+    assert!(findings.contains(&call, &gap));
     assert!(!findings.record(&call, gap, || unreachable!("the first caller is kept")));
     let short = Attr::new(72).u32(0, value(DelegateKind::Maps, "array"));
     let short = BpfCall::decode(0, &short.0, short.size()).unwrap();
