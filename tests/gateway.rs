@@ -398,34 +398,15 @@ fn an_uncovered_call_is_explained_when_the_command_fails() {
     let _host = shared();
     // libbpf's first probe: a trivial socket filter, without an expected attach type; the
     // default policy (the counter's) has neither.
-    let status_file = std::env::temp_dir().join(format!("gateway-status-{}", std::process::id()));
-    let file = std::fs::File::create(&status_file).unwrap();
-    let raw = file.as_raw_fd();
     let programs = Programs::get();
-    let mut command = Command::new(DEMO);
-    command
-        .args(["--json-status", "3", "--"])
-        .args([&programs.this, ROLE, "socket-filter-probe"]);
-    // SAFETY: dup2 and fcntl are async-signal-safe and only touch the child's descriptor table.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
-            // dup2 onto itself would keep close-on-exec: clear the flag instead.
-            let ok = if raw == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0) >= 0
-            } else {
-                libc::dup2(raw, 3) >= 0
-            };
-            if ok {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
-    let run = run_command_clean(&mut command);
-    drop(file);
-    let events = std::fs::read_to_string(&status_file).unwrap();
-    std::fs::remove_file(&status_file).unwrap();
+    let (run, events) = support::run_with_status_fd(&[
+        "--json-status",
+        "3",
+        "--",
+        &programs.this,
+        ROLE,
+        "socket-filter-probe",
+    ]);
     assert_eq!(run.code, Some(1), "{run:#?}");
     let line = run
         .stderr
