@@ -1919,9 +1919,9 @@ mod roles {
     use std::process::ExitCode;
 
     use aya_obj::generated::{bpf_attach_type, bpf_insn, bpf_prog_type};
+    use bpf_token_launcher::bpf::token::Token;
     use bpf_token_launcher::sys::Errno;
     use bpf_token_launcher::sys::bpf::{LogBuffer, ProgLoadAttr, prog_load};
-    use bpf_token_launcher::token::Token;
 
     pub fn play(role: &str) -> ExitCode {
         match role {

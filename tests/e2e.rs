@@ -118,7 +118,7 @@ fn sandbox_root_maps_to_a_transient_id_by_default_and_to_sudo_uid_when_set() {
         (maps, pid)
     };
     // Never 65534 (shared with daemons), never host root: an id of this run's own.
-    let transient = |pid: u32| bpf_token_launcher::userns::TRANSIENT_ID_BASE + pid;
+    let transient = |pid: u32| bpf_token_launcher::sandbox::userns::TRANSIENT_ID_BASE + pid;
     let (maps, pid) = uid_of(&[]);
     assert_eq!(maps, format!("0 {0} 1 0 {0} 1", transient(pid)));
     // `sudo` from a root shell sets SUDO_UID=0: still not host root.
@@ -435,7 +435,7 @@ fn a_missing_bpffs_path_is_refused_before_anything_is_forked() {
 fn the_supervisor_creates_a_superblock_only_from_a_bpf_context() {
     // Issue 13 item 15: the descriptor comes from the sandbox; a context of another filesystem
     // type must never be configured and created with the supervisor's host privileges.
-    use bpf_token_launcher::bpffs::{self, BpffsError};
+    use bpf_token_launcher::bpf::bpffs::{self, BpffsError};
     use bpf_token_launcher::sys::mount::fsopen;
     use std::os::fd::AsFd as _;
     let _host = shared();

@@ -156,7 +156,7 @@ fn old_kernel_rejects_the_delegate_options() {
         libc::EINVAL,
         Cause::DelegationUnsupported,
     );
-    let release = bpf_token_launcher::bpffs::kernel_release();
+    let release = bpf_token_launcher::bpf::bpffs::kernel_release();
     assert!(
         run.stderr
             .contains(&format!("the running kernel is {release}")),

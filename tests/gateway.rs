@@ -784,15 +784,15 @@ mod roles {
     /// The library's gateway, served by this process for a child of its own: one child is
     /// killed after its call was received, the next one is served.
     fn own_gateway() -> anyhow::Result<()> {
-        use bpf_token_launcher::gateway::Gateway;
         use bpf_token_launcher::policy::risk::CapsKept;
+        use bpf_token_launcher::sandbox::gateway::Gateway;
         use bpf_token_launcher::sys::seccomp;
         use nix::sys::wait::{WaitStatus, waitpid};
 
         for kill_it in [true, false] {
-            let token = bpf_token_launcher::token::Token::from_bpffs_path(std::path::Path::new(
-                "/sys/fs/bpf",
-            ))?;
+            let token = bpf_token_launcher::bpf::token::Token::from_bpffs_path(
+                std::path::Path::new("/sys/fs/bpf"),
+            )?;
             let (child, listener) = child_under_its_own_filter()?;
             let mut gateway = Gateway::new(token, listener, CapsKept::DROPPED)?;
             let mut fds = [nix::poll::PollFd::new(
@@ -833,7 +833,7 @@ mod roles {
             None,
             SockFlag::SOCK_CLOEXEC,
         )?;
-        let filter = bpf_token_launcher::confine::command_filter(true);
+        let filter = bpf_token_launcher::sandbox::confine::command_filter(true);
         // SAFETY: single-threaded; the child makes system calls on memory prepared before.
         match unsafe { nix::unistd::fork() }? {
             nix::unistd::ForkResult::Child => {

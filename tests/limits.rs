@@ -24,8 +24,8 @@ const MAP_MIB: u32 = 8;
 #[test]
 #[ignore = "a command run inside the sandbox by memory_max_limits_the_bpf_maps_of_the_sandbox"]
 fn role_create_maps() {
+    use bpf_token_launcher::bpf::token::Token;
     use bpf_token_launcher::sys::bpf::{MapCreateAttr, map_create};
-    use bpf_token_launcher::token::Token;
     use std::os::fd::AsFd as _;
     let goal: u32 = std::env::var("TOKEN_LIMITS_MAPS_MIB")
         .unwrap()

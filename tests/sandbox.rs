@@ -201,8 +201,9 @@ fn seen_from_the_host_the_command_is_the_mapped_user_in_other_namespaces() {
         .expect("the command process");
     let status = std::fs::read_to_string(format!("/proc/{command}/status")).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
-    let transient =
-        (bpf_token_launcher::userns::TRANSIENT_ID_BASE + running.supervisor.id()).to_string();
+    let transient = (bpf_token_launcher::sandbox::userns::TRANSIENT_ID_BASE
+        + running.supervisor.id())
+    .to_string();
     assert_eq!(
         uid_line.split_whitespace().collect::<Vec<_>>(),
         ["Uid:", &transient, &transient, &transient, &transient],

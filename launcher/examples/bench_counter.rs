@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use aya::maps::{Array, MapData};
+use bpf_token_launcher::bpf::loader::TokenLoader;
+use bpf_token_launcher::bpf::token::Token;
 use bpf_token_launcher::counter::{
     self, COUNTER_MAP, COUNTER_OBJECT, COUNTER_PROGRAM, CounterValue,
 };
-use bpf_token_launcher::loader::TokenLoader;
-use bpf_token_launcher::token::Token;
 
 const SENDERS: u64 = 2;
 
@@ -66,7 +66,7 @@ fn token() -> anyhow::Result<Token> {
 
 fn token_load(runs: usize) -> anyhow::Result<()> {
     let token = token()?;
-    let ifindex = bpf_token_launcher::net::interface_index("lo")?;
+    let ifindex = bpf_token_launcher::sandbox::net::interface_index("lo")?;
     for _ in 0..runs {
         let start = Instant::now();
         let loaded = TokenLoader::new(&token).load(COUNTER_OBJECT)?;
@@ -91,7 +91,7 @@ fn aya_load(runs: usize, own_netns: bool) -> anyhow::Result<()> {
         // A fresh network namespace: the host's own lo is left alone.
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
             .context("unshare(CLONE_NEWNET)")?;
-        bpf_token_launcher::net::bring_up_loopback()?;
+        bpf_token_launcher::sandbox::net::bring_up_loopback()?;
     }
     for _ in 0..runs {
         let start = Instant::now();
@@ -252,7 +252,7 @@ fn flood(datagrams: u64, object: Vec<u8>) -> anyhow::Result<()> {
     let (_, rate_without, _) = send_all(datagrams, &receiver)?;
 
     let token = token()?;
-    let ifindex = bpf_token_launcher::net::interface_index("lo")?;
+    let ifindex = bpf_token_launcher::sandbox::net::interface_index("lo")?;
     let mut loaded = TokenLoader::new(&token).load(&object)?;
     let map = loaded
         .take_map(COUNTER_MAP)

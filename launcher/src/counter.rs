@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use aya::maps::{Array, MapData};
 use aya_obj::generated::bpf_attach_type;
 
+use crate::bpf::loader::{LoadError, TokenLoader};
+use crate::bpf::token::{Token, TokenError};
 use crate::diagnosis::{Diagnosed, Step};
-use crate::loader::{LoadError, TokenLoader};
-use crate::net::{self, LoopbackProbe, NetError};
 use crate::policy::{DelegateKind, EnumNames};
+use crate::sandbox::net::{self, LoopbackProbe, NetError};
 use crate::sys;
-use crate::token::{Token, TokenError};
 
 /// The counter program (`demo-ebpf`), built for bpfel with BTF by `build.rs`.
 pub static COUNTER_OBJECT: &[u8] =

@@ -6,7 +6,7 @@
 
 #![no_main]
 
-use bpf_token_launcher::btf;
+use bpf_token_launcher::bpf::btf;
 use libfuzzer_sys::fuzz_target;
 
 const WANTED: [&str; 2] = ["bpf_cmd", "bpf_attach_type"];

@@ -5,12 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use bpf_token_launcher::bpf::inventory;
 use bpf_token_launcher::counter::{self, TraceOptions};
+use bpf_token_launcher::logging;
 use bpf_token_launcher::policy::report::PolicyReport;
 use bpf_token_launcher::policy::risk::CapsKept;
 use bpf_token_launcher::policy::{self, EnumNames};
 use bpf_token_launcher::sys::file::read_untrusted_file;
-use bpf_token_launcher::{inventory, logging};
 use clap::Parser;
 
 /// Load the demo XDP counter with a BPF token and count one packet.

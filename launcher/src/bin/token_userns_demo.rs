@@ -7,18 +7,19 @@ use std::time::Duration;
 
 use std::os::unix::ffi::OsStrExt as _;
 
-use bpf_token_launcher::confine::CapabilityChoice;
-use bpf_token_launcher::net::{VethPair, VethSubnet};
 use bpf_token_launcher::policy::report::PolicyReport;
 use bpf_token_launcher::policy::risk::{self, WarningKind};
 use bpf_token_launcher::policy::{self, DelegateKind, Delegation, EnumNames, PolicyFile};
-use bpf_token_launcher::status::StatusSink;
-use bpf_token_launcher::supervisor::{
+use bpf_token_launcher::sandbox::confine::CapabilityChoice;
+use bpf_token_launcher::sandbox::net::{VethPair, VethSubnet};
+use bpf_token_launcher::sandbox::status::StatusSink;
+use bpf_token_launcher::sandbox::supervisor::{
     self, ChildExit, SandboxAction, SupervisorError, SupervisorOptions,
 };
+use bpf_token_launcher::sandbox::userns::HostIdentity;
+use bpf_token_launcher::sandbox::{cgroup, preflight};
 use bpf_token_launcher::sys::file::read_untrusted_file;
-use bpf_token_launcher::userns::HostIdentity;
-use bpf_token_launcher::{cgroup, counter, logging, preflight};
+use bpf_token_launcher::{counter, logging};
 use clap::Parser;
 
 /// Fork a sandbox into new user, mount and network namespaces, hand it a bpffs delegated by this

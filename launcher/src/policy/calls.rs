@@ -1,5 +1,5 @@
 //! What one `bpf()` call asks of a delegation, read from the caller's `union bpf_attr`: the
-//! decoding the gateway ([`crate::gateway`]) applies to every `BPF_MAP_CREATE`, `BPF_PROG_LOAD`
+//! decoding the gateway ([`crate::sandbox::gateway`]) applies to every `BPF_MAP_CREATE`, `BPF_PROG_LOAD`
 //! and `BPF_BTF_LOAD` of the sandbox, and the explanations of the calls a delegation does not
 //! cover. Pure logic on bytes, so it is shared by everything that reasons about calls (the
 //! gateway's explanations, a learning run, reports) and tested without a kernel.

@@ -1,5 +1,5 @@
 //! Least privilege: the exact delegation an eBPF object needs to be loaded by
-//! [`crate::loader::TokenLoader`], computed from the object itself.
+//! [`crate::bpf::loader::TokenLoader`], computed from the object itself.
 //!
 //! A token is checked on every call that takes one (`bpf_token_allow_cmd`,
 //! `bpf_token_allow_map_type`, `bpf_token_allow_prog_type` in `kernel/bpf/token.c`):
@@ -13,7 +13,7 @@ use aya_obj::Object;
 use aya_obj::generated::bpf_cmd;
 
 use super::{Delegation, Mask};
-use crate::object::{ObjectNeeds, UnsupportedSection, object_needs};
+use crate::bpf::object::{ObjectNeeds, UnsupportedSection, object_needs};
 
 /// The delegation `needs` calls for, and nothing more.
 pub fn least_privilege(needs: &ObjectNeeds) -> Delegation {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use super::{DelegateKind, Mask, PolicyError, builtin};
-use crate::btf;
+use crate::bpf::btf;
 
 /// Where [`EnumNames`] got its names.
 #[derive(Debug, Clone, PartialEq, Eq)]

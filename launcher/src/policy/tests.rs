@@ -261,7 +261,7 @@ fn the_counter_needs_exactly_its_four_sets() {
 
 #[test]
 fn least_privilege_of_needs_without_maps_or_attach_types() {
-    use crate::object::{ObjectNeeds, ProgramSpec};
+    use crate::bpf::object::{ObjectNeeds, ProgramSpec};
     use aya_obj::generated::bpf_prog_type;
     let needs = ObjectNeeds {
         has_maps: false,

@@ -13,15 +13,15 @@ use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bpf_token_launcher::bpffs::{self, BpffsError};
+use bpf_token_launcher::bpf::bpffs::{self, BpffsError};
+use bpf_token_launcher::bpf::loader::LoadError;
+use bpf_token_launcher::bpf::token::{Token, TokenError};
 use bpf_token_launcher::diagnosis::{ALL_CAUSES, Cause, Diagnosed};
-use bpf_token_launcher::loader::LoadError;
 use bpf_token_launcher::mountinfo;
-use bpf_token_launcher::net;
 use bpf_token_launcher::policy::{DelegateKind, Delegation, EnumNames, delegate_options};
+use bpf_token_launcher::sandbox::net;
+use bpf_token_launcher::sandbox::userns::{self, HostIdentity, OVERFLOW_ID};
 use bpf_token_launcher::sys::{self, Errno, SysError};
-use bpf_token_launcher::token::{Token, TokenError};
-use bpf_token_launcher::userns::{self, HostIdentity, OVERFLOW_ID};
 use libtest_mimic::Failed;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::CloneFlags;

@@ -6,7 +6,7 @@
 use std::ffi::CStr;
 use std::os::fd::AsFd as _;
 
-use bpf_token_launcher::bpffs;
+use bpf_token_launcher::bpf::bpffs;
 use bpf_token_launcher::policy::DelegateKind::{self, Attachs, Cmds, Maps, Progs};
 use bpf_token_launcher::sys;
 use libtest_mimic::Failed;

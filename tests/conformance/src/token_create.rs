@@ -5,11 +5,11 @@
 use std::os::fd::AsFd as _;
 use std::path::Path;
 
-use bpf_token_launcher::bpffs;
+use bpf_token_launcher::bpf::bpffs;
+use bpf_token_launcher::bpf::token::Token;
 use bpf_token_launcher::diagnosis::Cause;
 use bpf_token_launcher::policy::Delegation;
 use bpf_token_launcher::sys::{self, Errno};
-use bpf_token_launcher::token::Token;
 use libtest_mimic::Failed;
 
 use crate::harness::{

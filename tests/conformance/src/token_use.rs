@@ -7,11 +7,11 @@
 use std::os::fd::{AsFd as _, BorrowedFd};
 
 use aya_obj::generated::{bpf_attach_type, bpf_insn, bpf_map_type, bpf_prog_type};
+use bpf_token_launcher::bpf::loader::TokenLoader;
 use bpf_token_launcher::counter::{self, COUNTER_OBJECT, COUNTER_PROGRAM};
 use bpf_token_launcher::diagnosis::Cause;
-use bpf_token_launcher::loader::TokenLoader;
-use bpf_token_launcher::net;
 use bpf_token_launcher::policy::Delegation;
+use bpf_token_launcher::sandbox::net;
 use bpf_token_launcher::sys::bpf::{MapCreateAttr, ProgLoadAttr};
 use bpf_token_launcher::sys::{self, Errno};
 use libtest_mimic::Failed;

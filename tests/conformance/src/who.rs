@@ -4,14 +4,14 @@
 use std::os::fd::AsFd as _;
 
 use aya::maps::{Array, MapData};
-use bpf_token_launcher::bpffs;
+use bpf_token_launcher::bpf::bpffs;
+use bpf_token_launcher::bpf::loader::TokenLoader;
 use bpf_token_launcher::counter::{
     self, COUNTER_MAP, COUNTER_OBJECT, COUNTER_PROGRAM, CounterValue,
 };
 use bpf_token_launcher::diagnosis::Cause;
-use bpf_token_launcher::loader::TokenLoader;
-use bpf_token_launcher::net::{self, LoopbackProbe};
 use bpf_token_launcher::policy::{self, DelegateKind, Delegation};
+use bpf_token_launcher::sandbox::net::{self, LoopbackProbe};
 use bpf_token_launcher::sys::{self, Errno};
 use libtest_mimic::Failed;
 

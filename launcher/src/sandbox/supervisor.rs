@@ -22,7 +22,7 @@
 //! its bpffs context as soon as it has one (the id maps must come first: the superblock's owner
 //! is the caller's fsuid at `fsopen`, which must be the mapped host user, not host root) and
 //! creates its network namespace while the supervisor sets the options, each on a CPU of its
-//! own when there are two ([`crate::placement`]). The masks go to the kernel as numbers, and
+//! own when there are two ([`crate::sandbox::placement`]). The masks go to the kernel as numbers, and
 //! the read-back is checked against the built-in names first, so a run without `-v` never reads
 //! the kernel's BTF itself.
 
@@ -37,24 +37,26 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 use nix::unistd::{ForkResult, Pid};
 
-use crate::bpffs::{self, BpffsError};
-use crate::cgroup::{CgroupError, Limits, SandboxCgroup};
-use crate::channel::{ChannelError, CommandEnd, SandboxChannel, SupervisorChannel, channel_pair};
-use crate::confine::{self, CapabilityChoice, ConfineError};
+use crate::bpf::bpffs::{self, BpffsError};
 use crate::counter::{self, TraceError, TraceOptions};
 use crate::diagnosis::{Diagnosed, Step};
 use crate::logging::{self, Role};
 use crate::mountinfo;
-use crate::net::{self, HostEnd, NetError, VethPair};
-use crate::pidns::{self, PidNsError};
-use crate::placement::Placement;
 use crate::policy::{Delegation, EnumNames, PolicyMismatch};
-pub use crate::relay::ChildExit;
-use crate::relay::{self, BlockedSignals, Reap};
-use crate::status::StatusSink;
+use crate::sandbox::cgroup::{CgroupError, Limits, SandboxCgroup};
+use crate::sandbox::channel::{
+    ChannelError, CommandEnd, SandboxChannel, SupervisorChannel, channel_pair,
+};
+use crate::sandbox::confine::{self, CapabilityChoice, ConfineError};
+use crate::sandbox::net::{self, HostEnd, NetError, VethPair};
+use crate::sandbox::pidns::{self, PidNsError};
+use crate::sandbox::placement::Placement;
+pub use crate::sandbox::relay::ChildExit;
+use crate::sandbox::relay::{self, BlockedSignals, Reap};
+use crate::sandbox::status::StatusSink;
+use crate::sandbox::userns::{self, HostIdentity, UserNsError};
 use crate::sys;
 use crate::sys::SysError;
-use crate::userns::{self, HostIdentity, UserNsError};
 
 /// Everything the supervisor needs, checked before anything is forked.
 #[derive(Debug, Clone)]
@@ -88,7 +90,7 @@ pub enum SandboxAction {
         send_traffic: bool,
     },
     /// Point `LIBBPF_BPF_TOKEN_PATH` at the bpffs and exec `argv`; `gateway`: serve the
-    /// `bpf()` gateway ([`crate::gateway`]) for it.
+    /// `bpf()` gateway ([`crate::sandbox::gateway`]) for it.
     Exec { argv: Vec<OsString>, gateway: bool },
     /// `--check`: the demo on `lo` without its report, failing unless the counter saw exactly
     /// the one datagram. The sandbox's stderr goes to `stderr` (a memfd the caller reads after

@@ -7,8 +7,8 @@
 //! back to aya (`MapData::from_fd`), where map access needs no privilege.
 //!
 //! ```no_run
-//! use bpf_token_launcher::loader::TokenLoader;
-//! use bpf_token_launcher::token::Token;
+//! use bpf_token_launcher::bpf::loader::TokenLoader;
+//! use bpf_token_launcher::bpf::token::Token;
 //! use std::path::Path;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,12 +30,12 @@ use aya_obj::btf::{Btf, BtfFeatures};
 use aya_obj::generated::bpf_map_type;
 use aya_obj::{EbpfSectionKind, Features, Object};
 
+use crate::bpf::object::{ProgramSpec, UnsupportedSection, program_spec};
+use crate::bpf::token::Token;
 use crate::diagnosis::{Cause, Diagnosed, Step};
-use crate::object::{ProgramSpec, UnsupportedSection, program_spec};
 use crate::policy::{DelegateKind, Delegation, EnumNames};
 use crate::sys::bpf::{LogBuffer, MapCreateAttr, ProgLoadAttr};
 use crate::sys::{self, Errno, SysError};
-use crate::token::Token;
 
 /// Size of the verifier log buffer used when a load fails (the kernel caps it at 16 MiB).
 const VERIFIER_LOG_SIZE: usize = 4 << 20;

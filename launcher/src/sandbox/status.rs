@@ -31,13 +31,13 @@ use serde_json::{Value, json};
 
 use nix::sys::signal::Signal;
 
-use crate::cgroup::SandboxCgroup;
-use crate::channel::CommandEnd;
-use crate::confine::CapabilityChoice;
-use crate::net::VethPair;
 use crate::policy::risk;
 use crate::policy::{DelegateKind, Delegation, EnumNames};
-use crate::relay::ChildExit;
+use crate::sandbox::cgroup::SandboxCgroup;
+use crate::sandbox::channel::CommandEnd;
+use crate::sandbox::confine::CapabilityChoice;
+use crate::sandbox::net::VethPair;
+use crate::sandbox::relay::ChildExit;
 
 /// Where events go; cheap to clone (the options that carry it are cloned).
 #[derive(Debug, Clone)]

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
+use crate::bpf::token::{Token, TokenError};
 use crate::mountinfo::{self, MountEntry};
 use crate::policy::{self, DelegateKind, Delegation, EnumNames};
-use crate::token::{Token, TokenError};
 
 /// One bpffs mount.
 #[derive(Debug)]

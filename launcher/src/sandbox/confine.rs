@@ -1,6 +1,6 @@
 //! What the command in the sandbox may not do even though it is root of its user namespace:
 //! the capabilities it loses, and the system calls a seccomp filter refuses it. The same filter
-//! hands the `bpf()` calls that take a token to the sandbox's gateway ([`crate::gateway`]).
+//! hands the `bpf()` calls that take a token to the sandbox's gateway ([`crate::sandbox::gateway`]).
 //!
 //! Why capabilities matter with a token: the kernel's `bpf_token_capable(token, cap)` is true
 //! when the loader has `cap` **or CAP_SYS_ADMIN** in the token's user namespace, and the
@@ -286,7 +286,7 @@ mod abi {
     pub const COMPAT_BPF: &[u32] = &[386];
 }
 
-/// The `bpf()` commands the gateway sees ([`crate::gateway`]): those that take a token.
+/// The `bpf()` commands the gateway sees ([`crate::sandbox::gateway`]): those that take a token.
 pub const NOTIFIED_BPF_COMMANDS: [u32; 3] = [0, 5, 18];
 
 /// The command's seccomp filter: `ioctl` with a [`DENIED_IOCTLS`] request fails with EPERM,

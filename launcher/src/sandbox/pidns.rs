@@ -20,14 +20,14 @@ use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags, posix_s
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{AccessFlags, Pid};
 
-use crate::confine::{self, CapabilityChoice, ConfineError};
-use crate::gateway::{Gateway, GatewayError};
+use crate::bpf::token::{Token, TokenError};
+use crate::sandbox::confine::{self, CapabilityChoice, ConfineError};
+use crate::sandbox::gateway::{Gateway, GatewayError};
 #[cfg(doc)]
-use crate::relay::BlockedSignals;
-use crate::relay::{self, ChildExit, Reap, Watch};
-use crate::status::StatusSink;
+use crate::sandbox::relay::BlockedSignals;
+use crate::sandbox::relay::{self, ChildExit, Reap, Watch};
+use crate::sandbox::status::StatusSink;
 use crate::sys::{Errno, SysError};
-use crate::token::{Token, TokenError};
 
 /// The command and how it is confined.
 #[derive(Debug, Clone, Copy)]
@@ -38,7 +38,7 @@ pub struct CommandSpec<'a> {
     pub capabilities: &'a CapabilityChoice,
     /// Start the command in a session of its own, without the caller's controlling terminal.
     pub new_session: bool,
-    /// Serve the `bpf()` gateway ([`crate::gateway`]) while the command runs.
+    /// Serve the `bpf()` gateway ([`crate::sandbox::gateway`]) while the command runs.
     pub gateway: bool,
     /// Where the gateway's report goes at the end (`--json-status`).
     pub status: Option<&'a StatusSink>,
@@ -52,8 +52,8 @@ pub struct CommandSpec<'a> {
 /// entered again by path as the sandbox's user, the gateway's token is made from the bpffs,
 /// this process becomes non-dumpable and removes the dropped capabilities from what an exec can
 /// give, optionally leaves the caller's session, and installs the command's seccomp filter
-/// ([`crate::confine`]), with the gateway's listener unless `spec.gateway` is off. While the
-/// command runs, this process serves the gateway ([`crate::gateway`]) besides forwarding
+/// ([`crate::sandbox::confine`]), with the gateway's listener unless `spec.gateway` is off. While the
+/// command runs, this process serves the gateway ([`crate::sandbox::gateway`]) besides forwarding
 /// signals and reaping; at the end the gateway reports (explanations on stderr when the command
 /// failed, `--json-status`).
 ///

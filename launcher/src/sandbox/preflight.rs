@@ -11,13 +11,15 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::bpf::{bpffs, btf};
 use crate::diagnosis::{self, Cause, Diagnosed, Diagnosis, Step};
 use crate::policy::risk::{self, CapsKept, DelegationRisk};
 use crate::policy::{Delegation, EnumNames};
-use crate::supervisor::{self, ChildExit, SandboxAction, SupervisorError, SupervisorOptions};
+use crate::sandbox::supervisor::{
+    self, ChildExit, SandboxAction, SupervisorError, SupervisorOptions,
+};
+use crate::sandbox::userns::{self, HostIdentity};
 use crate::sys::{self, Errno, ErrnoName};
-use crate::userns::{self, HostIdentity};
-use crate::{bpffs, btf};
 
 /// Whether a requirement is met.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -347,7 +349,7 @@ fn memlock() -> Finding {
 /// are, then removed). Optional: the demo runs without them.
 fn resource_limits(parent: Option<&std::path::Path>) -> Finding {
     const NAME: &str = "resource limits (cgroups)";
-    match crate::cgroup::probe(parent) {
+    match crate::sandbox::cgroup::probe(parent) {
         Ok(how) => Finding::ok(NAME, how),
         Err(err) => {
             let text = err.to_string();
@@ -389,7 +391,7 @@ fn sandbox_probe(options: &CheckOptions) -> Vec<Finding> {
         action: SandboxAction::Probe {
             stderr: Arc::clone(&stderr),
         },
-        capabilities: crate::confine::CapabilityChoice::default(),
+        capabilities: crate::sandbox::confine::CapabilityChoice::default(),
         new_session: false,
         limits: None,
     };

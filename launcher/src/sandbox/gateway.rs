@@ -2,7 +2,7 @@
 //! calling `bpf()` itself) use the delegation unchanged, and every call the delegation does not
 //! cover is explained.
 //!
-//! How: the command's seccomp filter ([`crate::confine::command_filter`]) stops every `bpf()`
+//! How: the command's seccomp filter ([`crate::sandbox::confine::command_filter`]) stops every `bpf()`
 //! call of a command that takes a token (`BPF_MAP_CREATE`, `BPF_PROG_LOAD`, `BPF_BTF_LOAD`) and
 //! hands it to a listener held by the sandbox's init, PID 1 of the command's PID namespace,
 //! which also holds a token made from the delegated bpffs. For each call the gateway reads the
@@ -64,14 +64,14 @@ use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 use serde_json::json;
 
+use crate::bpf::token::Token;
 use crate::policy::calls::{ATTR_SIZE, BpfCall, Caller, Finding, Findings, TokenCommand};
 use crate::policy::risk::CapsKept;
 use crate::policy::{Delegation, EnumNames};
-use crate::relay::Watch;
-use crate::status::StatusSink;
+use crate::sandbox::relay::Watch;
+use crate::sandbox::status::StatusSink;
 use crate::sys::seccomp::{self, Notification, RemoteFd};
 use crate::sys::{self, Errno, SysError};
-use crate::token::Token;
 
 /// The most tasks whose token number is remembered (a command forking without end must not
 /// grow PID 1); the cache is only a shortcut, the numbers the token was given at are tried too.

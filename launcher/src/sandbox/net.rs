@@ -441,7 +441,7 @@ impl VethPair {
     }
 
     /// The supervisor's part, in the host's network namespace: create the pair with the peer
-    /// already in `sandbox_pid`'s namespace, harden the host end ([`HOST_END_SETTINGS`]), then
+    /// already in `sandbox_pid`'s namespace, harden the host end (`HOST_END_SETTINGS`), then
     /// address it and bring it up. From the moment the pair exists it belongs to the returned
     /// [`HostEnd`], which deletes it when dropped: on an error here, and when the caller is done.
     pub fn create(&self, sandbox_pid: i32) -> Result<HostEnd, NetError> {
