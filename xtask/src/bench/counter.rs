@@ -60,21 +60,68 @@ impl LoadTimes {
     }
 }
 
-/// Our loader in a token sandbox, then stock aya as root in a fresh network namespace; the two
-/// alternate run by run so machine noise hits both alike.
-pub fn loaders(demo: &Path, example: &Path, runs: usize) -> anyhow::Result<(LoadTimes, LoadTimes)> {
+/// The three loaders' times: ours in a token sandbox, stock aya as root in a fresh network
+/// namespace, and stock aya in a token sandbox whose bpf() gateway gives it the token.
+pub struct Loaders {
+    pub token: LoadTimes,
+    pub aya_root: LoadTimes,
+    pub aya_gateway: LoadTimes,
+}
+
+/// The loaders alternate run by run so machine noise hits them alike.
+pub fn loaders(demo: &Path, example: &Path, runs: usize) -> anyhow::Result<Loaders> {
     let mut token = Vec::new();
     let mut aya = Vec::new();
+    let mut gateway = Vec::new();
+    let in_sandbox = |mode: &str| {
+        let mut command = Command::new(demo);
+        command.arg("--").arg(example).args([mode, "1"]);
+        command
+    };
     for _ in 0..runs {
-        token.extend(json_lines(
-            Command::new(demo)
-                .arg("--")
-                .arg(example)
-                .args(["token-load", "1"]),
-        )?);
+        token.extend(json_lines(&mut in_sandbox("token-load"))?);
         aya.extend(json_lines(Command::new(example).args(["aya-load", "1"]))?);
+        gateway.extend(json_lines(&mut in_sandbox("aya-load-here"))?);
     }
-    Ok((LoadTimes::from_lines(&token)?, LoadTimes::from_lines(&aya)?))
+    Ok(Loaders {
+        token: LoadTimes::from_lines(&token)?,
+        aya_root: LoadTimes::from_lines(&aya)?,
+        aya_gateway: LoadTimes::from_lines(&gateway)?,
+    })
+}
+
+/// Median µs of one `BPF_MAP_CREATE`: carrying its own token under `--no-gateway` (the call
+/// as the kernel alone costs it), carrying its token with the gateway on (notified, passed on
+/// untouched), and without a token (notified, patched by the gateway).
+pub struct GatewayCalls {
+    pub direct_us: f64,
+    pub passed_us: f64,
+    pub patched_us: f64,
+}
+
+pub fn gateway_calls(demo: &Path, example: &Path, runs: usize) -> anyhow::Result<GatewayCalls> {
+    let run = |gateway: bool| -> anyhow::Result<Value> {
+        let mut command = Command::new(demo);
+        if !gateway {
+            command.arg("--no-gateway");
+        }
+        command
+            .arg("--")
+            .arg(example)
+            .args(["gateway-calls", &runs.to_string()]);
+        json_lines(&mut command)?
+            .into_iter()
+            .next()
+            .context("gateway-calls printed nothing")
+    };
+    let off = run(false)?;
+    let on = run(true)?;
+    let median = |line: &Value, key: &str| field(&line[key], "median_us");
+    Ok(GatewayCalls {
+        direct_us: median(&off, "with_token")?,
+        passed_us: median(&on, "with_token")?,
+        patched_us: median(&on, "without_token")?,
+    })
 }
 
 /// One flood run: datagrams sent, counted by XDP, received by the socket, and the send rates.
