@@ -198,6 +198,23 @@ const TESTS: &[(&str, Test)] = &[
         "an_empty_command_after_double_dash_is_refused",
         an_empty_command_after_double_dash_is_refused,
     ),
+    // Found by a second review (red team) after the fixes above.
+    (
+        "the_callers_keyrings_are_out_of_reach",
+        the_callers_keyrings_are_out_of_reach,
+    ),
+    (
+        "no_cgroup_namespace_of_its_own_so_no_cgroup2_mount_around_the_covers",
+        no_cgroup_namespace_of_its_own_so_no_cgroup2_mount_around_the_covers,
+    ),
+    (
+        "system_v_ipc_objects_stay_in_the_sandbox",
+        system_v_ipc_objects_stay_in_the_sandbox,
+    ),
+    (
+        "the_kfunc_kernel_read_of_this_kernel_is_said_before_the_run",
+        the_kfunc_kernel_read_of_this_kernel_is_said_before_the_run,
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -1928,11 +1945,49 @@ mod roles {
             "kernel-read" => kernel_read(),
             "tty" => tty(),
             "fds" => fds(),
+            "keyring" => keyring(),
             other => {
                 eprintln!("attacks: unknown role {other:?}");
                 ExitCode::from(64)
             }
         }
+    }
+
+    /// The keyring calls, on the session keyring the command would share with its caller:
+    /// prints `keyctl=<errno or id>` and `add_key=<errno or id>`.
+    fn keyring() -> ExitCode {
+        const KEYCTL_GET_KEYRING_ID: libc::c_long = 0;
+        const KEY_SPEC_SESSION_KEYRING: libc::c_long = -3;
+        let describe = |ret: libc::c_long| {
+            if ret < 0 {
+                format!("{:?}", Errno::last())
+            } else {
+                ret.to_string()
+            }
+        };
+        // SAFETY: integer arguments only.
+        let id = unsafe {
+            libc::syscall(
+                libc::SYS_keyctl,
+                KEYCTL_GET_KEYRING_ID,
+                KEY_SPEC_SESSION_KEYRING,
+                0,
+            )
+        };
+        println!("keyctl={}", describe(id));
+        // SAFETY: valid NUL-terminated strings and a payload of the given length.
+        let added = unsafe {
+            libc::syscall(
+                libc::SYS_add_key,
+                c"user".as_ptr(),
+                c"planted-by-sandbox".as_ptr(),
+                c"x".as_ptr(),
+                1usize,
+                KEY_SPEC_SESSION_KEYRING,
+            )
+        };
+        println!("add_key={}", describe(added));
+        ExitCode::SUCCESS
     }
 
     fn print_caps() {
@@ -1957,6 +2012,9 @@ mod roles {
     const MOV_K: u8 = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K
     const MOV_X: u8 = 0xbf; // BPF_ALU64 | BPF_MOV | BPF_X
     const ADD_K: u8 = 0x07; // BPF_ALU64 | BPF_ADD | BPF_K
+    const LD_IMM64: u8 = 0x18; // BPF_LD | BPF_IMM | BPF_DW (two instructions)
+    const LDX_DW: u8 = 0x79; // BPF_LDX | BPF_MEM | BPF_DW
+    const PSEUDO_KFUNC_CALL: u8 = 2;
     const GET_CURRENT_TASK: i32 = 35;
     const PROBE_READ_KERNEL: i32 = 113;
     const XDP_PASS: i32 = 2;
@@ -1981,12 +2039,30 @@ mod roles {
         exploit.extend(read_args);
         exploit.push(call(PROBE_READ_KERNEL));
         exploit.extend(pass);
-        vec![
+        let mut programs = vec![
             ("control", pass.to_vec()),
             ("current_task", current_task),
             ("probe_read_kernel", probe_read),
             ("exploit", exploit),
-        ]
+        ];
+        // The kfunc bpf_rdonly_cast(addr, 0) gives a `void *` whose loads read kernel memory
+        // (Linux 6.17+), with no CAP_PERFMON check: r1 = kernel text, r2 = 0, call, load.
+        if let Some(id) = std::env::var("ATTACK_RDONLY_CAST_ID")
+            .ok()
+            .and_then(|v| v.parse::<i32>().ok())
+        {
+            let text = 0xffff_ffff_8100_0000_u64;
+            let mut cast = vec![
+                insn(LD_IMM64, 1, 0, 0, text as u32 as i32),
+                insn(0, 0, 0, 0, (text >> 32) as u32 as i32),
+                insn(MOV_K, 2, 0, 0, 0),
+                insn(CALL, 0, PSEUDO_KFUNC_CALL, 0, id),
+                insn(LDX_DW, 0, 0, 0, 0),
+            ];
+            cast.extend(pass);
+            programs.push(("rdonly_cast", cast));
+        }
+        programs
     }
 
     fn load(insns: &[bpf_insn], token: BorrowedFd<'_>) -> String {
@@ -2177,4 +2253,102 @@ mod roles {
         );
         ExitCode::SUCCESS
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Found by a second review (red team), each a working exploit before its fix.
+
+/// The kernel's keyrings are not namespaced: the command possessed the caller's session keyring
+/// (read its keys, planted keys that outlived it). keyctl and add_key are refused (EPERM).
+fn the_callers_keyrings_are_out_of_reach() {
+    let _host = shared();
+    let out = run_bounded(&mut demo_attack(&[], "keyring"), Duration::from_secs(20));
+    out.assert_code(0);
+    assert!(out.run.stdout.contains("keyctl=EPERM"), "{out:#?}");
+    assert!(out.run.stdout.contains("add_key=EPERM"), "{out:#?}");
+}
+
+/// A nested user namespace plus a cgroup namespace of its own let the command mount the
+/// sandbox's cgroup2 (the host's root cgroup here) around the covers and attach cgroup
+/// programs to every host process. CLONE_NEWCGROUP is refused; the rest of a nested user
+/// namespace still works.
+fn no_cgroup_namespace_of_its_own_so_no_cgroup2_mount_around_the_covers() {
+    let _host = shared();
+    let script = "unshare --user --map-root-user --mount true && echo nested-userns-ok; \
+        unshare --user --map-root-user --mount --cgroup true 2>/dev/null && echo cgroupns-made || echo cgroupns-refused; \
+        unshare --user --map-root-user --mount sh -c 'mkdir -p /tmp/cg-$$ && mount -t cgroup2 none /tmp/cg-$$ 2>/dev/null && echo cgroup2-mounted || echo cgroup2-refused; rmdir /tmp/cg-$$'";
+    let out = run_bounded(
+        &mut demo(&["--", "sh", "-c", script]),
+        Duration::from_secs(20),
+    );
+    out.assert_code(0);
+    assert!(out.run.stdout.contains("nested-userns-ok"), "{out:#?}");
+    assert!(out.run.stdout.contains("cgroupns-refused"), "{out:#?}");
+    assert!(out.run.stdout.contains("cgroup2-refused"), "{out:#?}");
+}
+
+/// System V IPC objects the command made stayed on the host after it (and outside its memory
+/// limit): the sandbox has its own IPC namespace.
+fn system_v_ipc_objects_stay_in_the_sandbox() {
+    let _host = shared();
+    let count = || {
+        let out = Command::new("ipcs").arg("-m").output().expect("run ipcs");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("0x"))
+            .count()
+    };
+    let before = count();
+    let out = run_bounded(
+        &mut demo(&[
+            "--",
+            "sh",
+            "-c",
+            "ipcmk -M 65536 && ipcs -m | grep -c '^0x'",
+        ]),
+        Duration::from_secs(20),
+    );
+    out.assert_code(0);
+    assert_eq!(
+        out.run.stdout.lines().last(),
+        Some("1"),
+        "made inside: {out:#?}"
+    );
+    assert_eq!(
+        count(),
+        before,
+        "a shared memory segment reached the host: {out:#?}"
+    );
+}
+
+/// The kfunc `bpf_rdonly_cast(addr, 0)` (Linux 6.17+) returns a `void *` whose loads are
+/// fault-tolerant kernel reads, and the verifier asks no CAP_PERFMON for it: with prog_load
+/// delegated, CAP_BPF alone reads kernel memory (a red team read a root-only file from the page
+/// cache this way). Nothing in user space can refuse it without racing the caller, so the tool
+/// says it: this test checks the warning is printed exactly when the kernel has the gap (the
+/// program loads), and that a delegation without prog_load gets no such warning.
+fn the_kfunc_kernel_read_of_this_kernel_is_said_before_the_run() {
+    let _host = shared();
+    let btf = std::fs::read(bpf_token_launcher::bpf::btf::VMLINUX_BTF).expect("read vmlinux BTF");
+    let id = bpf_token_launcher::bpf::btf::find_func(&btf, "bpf_rdonly_cast")
+        .expect("parse vmlinux BTF");
+    let mut command = demo_attack(&[], "kernel-read");
+    if let Some(id) = id {
+        command.env("ATTACK_RDONLY_CAST_ID", id.to_string());
+    }
+    let out = run_bounded(&mut command, LIMIT);
+    out.assert_code(0);
+    let gap = load_result(&out.run.stdout, "rdonly_cast") == Some("loaded");
+    let warned = out.run.stderr.contains("bpf_rdonly_cast");
+    assert_eq!(
+        gap, warned,
+        "the warning must be printed exactly when the kernel lets the kfunc read (gap: {gap}): {out:#?}"
+    );
+    // No prog_load, no kernel read through programs, no warning.
+    let out = run_bounded(
+        &mut demo(&["--delegate-cmds", "map_create", "--", "true"]),
+        LIMIT,
+    );
+    out.assert_code(0);
+    assert!(!out.run.stderr.contains("bpf_rdonly_cast"), "{out:#?}");
 }

@@ -79,7 +79,7 @@ fn kernel_without_namespaces() {
     let run = demo_with_failing(libc::SYS_clone3, None, libc::EINVAL, &["--", "true"]);
     assert_diagnosed_failure(
         &run,
-        "clone3(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID)",
+        "clone3(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC)",
         libc::EINVAL,
         Cause::NamespacesNotBuilt,
     );
@@ -91,7 +91,7 @@ fn process_limit_reached_names_the_limit_not_an_unexpected_error() {
     let run = demo_with_failing(libc::SYS_clone3, None, libc::EAGAIN, &["--", "true"]);
     assert_diagnosed_failure(
         &run,
-        "clone3(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID)",
+        "clone3(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC)",
         libc::EAGAIN,
         Cause::ProcessLimit,
     );

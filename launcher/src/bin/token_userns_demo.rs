@@ -406,6 +406,9 @@ fn prepare(cli: Cli) -> Result<Prepared, String> {
     for warning in capabilities.warnings() {
         log::warn!("{warning}");
     }
+    if let Some(warning) = kfunc_kernel_read_warning(&delegation) {
+        log::warn!("{warning}");
+    }
     // The --cap-add warning already says what keeping CAP_PERFMON grants.
     for warning in risk_warnings
         .iter()
@@ -471,6 +474,25 @@ fn run(options: &SupervisorOptions) -> ExitCode {
             }
         }
     }
+}
+
+/// The kfunc `bpf_rdonly_cast(addr, 0)` (Linux 6.17, upstream commit f2362a57aeff) returns a
+/// `void *` whose loads the verifier turns into fault-tolerant kernel reads without asking for
+/// CAP_PERFMON, and every program type may call it: with `prog_load` delegated, CAP_BPF alone
+/// reads kernel memory, whatever the command's other capabilities (a red team read a root-only
+/// file from the page cache on 6.18). Refusing such programs from user space would race the
+/// caller (the instructions stay in its memory until the kernel copies them), so the run says
+/// it before it starts.
+fn kfunc_kernel_read_warning(delegation: &Delegation) -> Option<String> {
+    const BPF_PROG_LOAD: u32 = 5;
+    if !delegation.get(DelegateKind::Cmds).contains(BPF_PROG_LOAD) {
+        return None;
+    }
+    let release = bpf_token_launcher::bpf::bpffs::kernel_release();
+    let (major, minor) = preflight::parse_release(&release)?;
+    ((major, minor) >= (6, 17)).then(|| format!(
+        "this kernel ({release}) lets CAP_BPF read kernel memory through the kfunc bpf_rdonly_cast(addr, 0) (Linux 6.17 and later): with prog_load delegated the command can read kernel memory whatever capabilities it loses; run only commands you trust until the kernel refuses it"
+    ))
 }
 
 /// Checks a `--preserve-fd` descriptor is open, and lets it through exec.

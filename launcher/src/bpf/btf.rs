@@ -163,6 +163,35 @@ pub fn find_enums(btf: &[u8], wanted: &[&str]) -> Result<Vec<Option<BtfEnum>>, B
     Ok(found)
 }
 
+/// The type id of the function (`BTF_KIND_FUNC`) named `name` in raw BTF bytes, as a kfunc call
+/// instruction names it (`imm`); `None` when absent. Scans as [`find_enums`] does.
+///
+/// # Errors
+/// As [`find_enums`].
+pub fn find_func(btf: &[u8], name: &str) -> Result<Option<u32>, BtfError> {
+    let (types, strings) = sections(btf)?;
+    let mut offset = 0;
+    let mut type_id: u32 = 1;
+    while offset < types.len() {
+        let header: &[u8; TYPE_HEADER_LEN] = types
+            .get(offset..)
+            .and_then(<[u8]>::first_chunk)
+            .ok_or(BtfError::TypeTruncated { type_id, offset })?;
+        let name_off = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let vlen = usize::from(u16::from_le_bytes([header[4], header[5]]));
+        let kind = u32::from(header[7] & 0x1f);
+        let body_len = body_len(kind, vlen).ok_or(BtfError::UnknownKind { kind, type_id })?;
+        if kind == kind::FUNC && name_is(strings, name_off, name.as_bytes(), type_id)? {
+            return Ok(Some(type_id));
+        }
+        offset = offset
+            .checked_add(TYPE_HEADER_LEN + body_len)
+            .ok_or(BtfError::TypeTruncated { type_id, offset })?;
+        type_id = type_id.saturating_add(1);
+    }
+    Ok(None)
+}
+
 /// Reads [`VMLINUX_BTF`] (or any path) and calls [`find_enums`].
 ///
 /// # Errors

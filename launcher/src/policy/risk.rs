@@ -235,7 +235,7 @@ const CMDS: &[Entry] = &[
         "prog_load",
         &[],
         SandboxLocal,
-        "loads programs of the delegated types",
+        "loads programs of the delegated types; on Linux 6.17 and later any of them can read kernel memory through the kfunc bpf_rdonly_cast(addr, 0) with CAP_BPF alone (token_userns_demo warns)",
     ),
     // bpf_btf_load: bpf_token_capable(token, CAP_BPF).
     entry(

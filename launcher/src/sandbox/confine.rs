@@ -34,7 +34,7 @@ use caps::{CapSet, Capability};
 
 use crate::sys::Errno;
 use crate::sys::SysError;
-use crate::sys::seccomp::{self, Program, RET_ALLOW, RET_KILL_PROCESS, ret_errno};
+use crate::sys::seccomp::{self, Label, Program, RET_ALLOW, RET_KILL_PROCESS, ret_errno};
 
 /// The capabilities the command loses unless `--cap-add` keeps them.
 pub const DROPPED_BY_DEFAULT: [Capability; 2] =
@@ -272,6 +272,22 @@ mod abi {
     /// x32 shares the native `sys_bpf` (its attr has no pointers of native width).
     pub const X32_BPF: &[u32] = &[0x4000_0000 | 321];
     pub const COMPAT_BPF: &[u32] = &[357];
+    /// `add_key`, `request_key`, `keyctl` (x32 shares them: "common" in the syscall table).
+    pub const NATIVE_KEYS: &[u32] = &[
+        248,
+        249,
+        250,
+        0x4000_0000 | 248,
+        0x4000_0000 | 249,
+        0x4000_0000 | 250,
+    ];
+    pub const COMPAT_KEYS: &[u32] = &[286, 287, 288];
+    /// `clone3` (the same number on every ABI).
+    pub const NATIVE_CLONE3: &[u32] = &[435, 0x4000_0000 | 435];
+    pub const COMPAT_CLONE3: &[u32] = &[435];
+    /// `unshare` and `clone`, whose first argument holds the namespace flags.
+    pub const NATIVE_NS_FLAGS: &[u32] = &[272, 56, 0x4000_0000 | 272, 0x4000_0000 | 56];
+    pub const COMPAT_NS_FLAGS: &[u32] = &[310, 120];
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -284,13 +300,22 @@ mod abi {
     pub const NATIVE_BPF: &[u32] = &[280];
     pub const X32_BPF: &[u32] = &[];
     pub const COMPAT_BPF: &[u32] = &[386];
+    pub const NATIVE_KEYS: &[u32] = &[217, 218, 219];
+    pub const COMPAT_KEYS: &[u32] = &[309, 310, 311];
+    pub const NATIVE_CLONE3: &[u32] = &[435];
+    pub const COMPAT_CLONE3: &[u32] = &[435];
+    pub const NATIVE_NS_FLAGS: &[u32] = &[97, 220];
+    pub const COMPAT_NS_FLAGS: &[u32] = &[337, 120];
 }
 
 /// The `bpf()` commands the gateway sees ([`crate::sandbox::gateway`]): those that take a token.
 pub const NOTIFIED_BPF_COMMANDS: [u32; 3] = [0, 5, 18];
 
-/// The command's seccomp filter: `ioctl` with a [`DENIED_IOCTLS`] request fails with EPERM,
-/// for the native ABI, x32 and the 32-bit compat ABI; with `gateway`, `bpf()` with a command
+/// The command's seccomp filter, for the native ABI, x32 and the 32-bit compat ABI: `ioctl` with
+/// a [`DENIED_IOCTLS`] request fails with EPERM; so do `add_key`, `request_key` and `keyctl`
+/// (the kernel's keyrings are not namespaced: the command would possess the caller's session
+/// keyring, read its keys and plant keys that outlive the sandbox), and `unshare`/`clone` with
+/// [`DENIED_NAMESPACE_FLAGS`]; `clone3` gets ENOSYS; with `gateway`, `bpf()` with a command
 /// in [`NOTIFIED_BPF_COMMANDS`] (`BPF_MAP_CREATE`, `BPF_PROG_LOAD`, `BPF_BTF_LOAD`) waits for
 /// the gateway's answer (`SECCOMP_RET_USER_NOTIF`) on the same ABIs; everything else is
 /// allowed.
@@ -308,43 +333,53 @@ pub fn command_filter(gateway: bool) -> Vec<seccomp::Instruction> {
     let deny = p.label();
     let check_bpf = p.label();
     let notify = p.label();
+    let check_ns_flags = p.label();
+    let no_such_call = p.label();
     let bpf_numbers = |numbers: &'static [u32]| if gateway { numbers } else { &[] };
+    // Each ABI's syscall numbers and where they go.
+    let dispatch = |p: &mut Program, table: &[(&[u32], Label)]| {
+        for (numbers, target) in table {
+            for nr in *numbers {
+                let next = p.label();
+                p.jump_eq(*nr, *target, next);
+                p.bind(next);
+            }
+        }
+        p.ret(RET_ALLOW);
+    };
 
     p.load(seccomp::DATA_ARCH);
     p.jump_eq(abi::NATIVE_ARCH, native, not_native);
 
     p.bind(native);
     p.load(seccomp::DATA_NR);
-    for nr in abi::NATIVE_IOCTL.iter().chain(abi::X32_IOCTL) {
-        let next = p.label();
-        p.jump_eq(*nr, check_request, next);
-        p.bind(next);
-    }
-    for nr in bpf_numbers(abi::NATIVE_BPF)
-        .iter()
-        .chain(bpf_numbers(abi::X32_BPF))
-    {
-        let next = p.label();
-        p.jump_eq(*nr, check_bpf, next);
-        p.bind(next);
-    }
-    p.ret(RET_ALLOW);
+    dispatch(
+        &mut p,
+        &[
+            (abi::NATIVE_IOCTL, check_request),
+            (abi::X32_IOCTL, check_request),
+            (bpf_numbers(abi::NATIVE_BPF), check_bpf),
+            (bpf_numbers(abi::X32_BPF), check_bpf),
+            (abi::NATIVE_KEYS, deny),
+            (abi::NATIVE_CLONE3, no_such_call),
+            (abi::NATIVE_NS_FLAGS, check_ns_flags),
+        ],
+    );
 
     p.bind(not_native);
     p.jump_eq(abi::COMPAT_ARCH, compat, foreign);
     p.bind(compat);
     p.load(seccomp::DATA_NR);
-    for nr in abi::COMPAT_IOCTL {
-        let next = p.label();
-        p.jump_eq(*nr, check_request, next);
-        p.bind(next);
-    }
-    for nr in bpf_numbers(abi::COMPAT_BPF) {
-        let next = p.label();
-        p.jump_eq(*nr, check_bpf, next);
-        p.bind(next);
-    }
-    p.ret(RET_ALLOW);
+    dispatch(
+        &mut p,
+        &[
+            (abi::COMPAT_IOCTL, check_request),
+            (bpf_numbers(abi::COMPAT_BPF), check_bpf),
+            (abi::COMPAT_KEYS, deny),
+            (abi::COMPAT_CLONE3, no_such_call),
+            (abi::COMPAT_NS_FLAGS, check_ns_flags),
+        ],
+    );
     // No other ABI exists on these kernels; a syscall claiming one is not ours to allow.
     p.bind(foreign);
     p.ret(RET_KILL_PROCESS);
@@ -372,8 +407,31 @@ pub fn command_filter(gateway: bool) -> Vec<seccomp::Instruction> {
     p.ret(RET_ALLOW);
     p.bind(notify);
     p.ret(seccomp::RET_USER_NOTIF);
+
+    // unshare() and clone() with CLONE_NEWCGROUP: see [`DENIED_NAMESPACE_FLAGS`].
+    p.bind(check_ns_flags);
+    p.load(seccomp::data_arg_low(0));
+    let allowed = p.label();
+    let refused = p.label();
+    p.jump_set(DENIED_NAMESPACE_FLAGS, refused, allowed);
+    p.bind(allowed);
+    p.ret(RET_ALLOW);
+    p.bind(refused);
+    p.ret(ret_errno(Errno::EPERM));
+    // clone3 passes its flags in memory a filter cannot read: the caller gets ENOSYS and its C
+    // library falls back to clone(), whose flags the filter sees (as in Docker's profile).
+    p.bind(no_such_call);
+    p.ret(ret_errno(Errno::ENOSYS));
     p.finish()
 }
+
+/// Namespace flags the command may not use: `CLONE_NEWCGROUP`. A cgroup namespace of its own
+/// (made in a nested user namespace) is rooted at the sandbox's cgroup, which is the host's
+/// root cgroup unless limits gave it one, and lets it mount that cgroup2 and attach cgroup BPF
+/// programs to every host process, around the covers of [`hide_host_cgroups`] (found by a red
+/// team on 6.18). Without one, mounting cgroup2 needs CAP_SYS_ADMIN in the user namespace that
+/// owns the host's cgroup namespace, the initial one.
+pub const DENIED_NAMESPACE_FLAGS: u32 = libc::CLONE_NEWCGROUP as u32;
 
 /// In the sandbox process, before it starts the command (which inherits the filter): no new
 /// privileges from exec, then the filter.
@@ -533,6 +591,61 @@ mod tests {
                     eperm,
                     "{name} compat"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn keyrings_new_cgroup_namespaces_and_clone3_are_refused_on_every_abi() {
+        let eperm = ret_errno(Errno::EPERM);
+        let enosys = ret_errno(Errno::ENOSYS);
+        let run = |arch, nr: u32, arg0: u64| {
+            evaluate(
+                &command_filter(false),
+                &SeccompData {
+                    nr: nr as i32,
+                    arch,
+                    args: [arg0, 0, 0, 0, 0, 0],
+                    ..SeccompData::default()
+                },
+            )
+        };
+        for (arch, keys, clone3, ns) in [
+            (
+                abi::NATIVE_ARCH,
+                abi::NATIVE_KEYS,
+                abi::NATIVE_CLONE3,
+                abi::NATIVE_NS_FLAGS,
+            ),
+            (
+                abi::COMPAT_ARCH,
+                abi::COMPAT_KEYS,
+                abi::COMPAT_CLONE3,
+                abi::COMPAT_NS_FLAGS,
+            ),
+        ] {
+            for nr in keys {
+                assert_eq!(run(arch, *nr, 0), eperm, "keyring call {nr}");
+            }
+            for nr in clone3 {
+                assert_eq!(run(arch, *nr, 0), enosys, "clone3 {nr}");
+            }
+            let newcgroup = libc::CLONE_NEWCGROUP as u64;
+            let others = (libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::SIGCHLD) as u64;
+            for nr in ns {
+                assert_eq!(
+                    run(arch, *nr, newcgroup),
+                    eperm,
+                    "{nr} with CLONE_NEWCGROUP"
+                );
+                assert_eq!(
+                    run(arch, *nr, others | newcgroup),
+                    eperm,
+                    "{nr} with it among others"
+                );
+                // The kernel reads the flags as an int: high bits must not hide the bit.
+                assert_eq!(run(arch, *nr, newcgroup | 1 << 40), eperm);
+                assert_eq!(run(arch, *nr, others), RET_ALLOW, "{nr} without it");
             }
         }
     }

@@ -134,9 +134,14 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
     // A command gets a PID namespace with the sandbox as its init; the demo runs in the sandbox
     // process itself, which must not be an init (the kernel drops Ctrl-C to one).
     let (namespaces, call) = match options.action {
+        // And an IPC namespace: System V shared memory, queues and semaphores the command
+        // makes would otherwise stay on the host after it (and outside its --memory-max).
         SandboxAction::Exec { .. } => (
-            CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID,
-            "clone3(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID)",
+            CloneFlags::CLONE_NEWUSER
+                | CloneFlags::CLONE_NEWNS
+                | CloneFlags::CLONE_NEWPID
+                | CloneFlags::CLONE_NEWIPC,
+            "clone3(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC)",
         ),
         SandboxAction::Trace { .. } | SandboxAction::Probe { .. } => (
             CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS,

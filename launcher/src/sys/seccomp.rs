@@ -22,6 +22,7 @@ const BPF_W: u16 = 0x00;
 const BPF_ABS: u16 = 0x20;
 const BPF_JEQ: u16 = 0x10;
 const BPF_JGE: u16 = 0x30;
+const BPF_JSET: u16 = 0x40;
 const BPF_K: u16 = 0x00;
 
 /// Offsets in `struct seccomp_data`.
@@ -114,6 +115,11 @@ impl Program {
         self.jump(BPF_JGE, k, if_true, if_false);
     }
 
+    /// `if A & k != 0 goto if_true else goto if_false`.
+    pub fn jump_set(&mut self, k: u32, if_true: Label, if_false: Label) {
+        self.jump(BPF_JSET, k, if_true, if_false);
+    }
+
     fn jump(&mut self, op: u16, k: u32, if_true: Label, if_false: Label) {
         self.slots.push(Slot::Jump {
             code: BPF_JMP | op | BPF_K,
@@ -169,11 +175,14 @@ pub fn evaluate(program: &[Instruction], data: &SeccompData) -> u32 {
                 pc += 1;
             }
             code if code == BPF_RET | BPF_K => return instruction.k,
-            code if code == BPF_JMP | BPF_JEQ | BPF_K || code == BPF_JMP | BPF_JGE | BPF_K => {
-                let taken = if code & 0xf0 == BPF_JEQ {
-                    accumulator == instruction.k
-                } else {
-                    accumulator >= instruction.k
+            code if code == BPF_JMP | BPF_JEQ | BPF_K
+                || code == BPF_JMP | BPF_JGE | BPF_K
+                || code == BPF_JMP | BPF_JSET | BPF_K =>
+            {
+                let taken = match code & 0xf0 {
+                    BPF_JEQ => accumulator == instruction.k,
+                    BPF_JGE => accumulator >= instruction.k,
+                    _ => accumulator & instruction.k != 0,
                 };
                 let skip = if taken {
                     instruction.jt
