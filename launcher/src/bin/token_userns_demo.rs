@@ -16,7 +16,7 @@ use bpf_token_launcher::sandbox::status::StatusSink;
 use bpf_token_launcher::sandbox::supervisor::{
     self, ChildExit, SandboxAction, SupervisorError, SupervisorOptions,
 };
-use bpf_token_launcher::sandbox::userns::HostIdentity;
+use bpf_token_launcher::sandbox::userns::{self, HostIdentity};
 use bpf_token_launcher::sandbox::{cgroup, preflight};
 use bpf_token_launcher::sys::file::read_untrusted_file;
 use bpf_token_launcher::{counter, logging};
@@ -297,7 +297,7 @@ fn main() -> ExitCode {
             json,
             cgroup_parent,
         }) => check(delegation, identity, json, cgroup_parent),
-        Ok(Prepared::Run(options)) => run(&options),
+        Ok(Prepared::Run(options, warnings)) => run(&options, &warnings),
         Ok(Prepared::PrintPolicy {
             delegation,
             capabilities,
@@ -333,7 +333,7 @@ enum Prepared {
         json: bool,
         cgroup_parent: Option<PathBuf>,
     },
-    Run(Box<SupervisorOptions>),
+    Run(Box<SupervisorOptions>, Vec<String>),
     PrintPolicy {
         delegation: Delegation,
         capabilities: CapabilityChoice,
@@ -403,22 +403,16 @@ fn prepare(cli: Cli) -> Result<Prepared, String> {
         preserve(fd, cli.json_status)?;
     }
     close_inherited_descriptors(&cli.preserve_fd)?;
-    for warning in capabilities.warnings() {
-        log::warn!("{warning}");
-    }
-    if let Some(warning) = kfunc_kernel_read_warning(&delegation) {
-        log::warn!("{warning}");
-    }
+    let mut warnings = capabilities.warnings();
+    warnings.extend(kfunc_kernel_read_warning(&delegation));
     // The --cap-add warning already says what keeping CAP_PERFMON grants.
-    for warning in risk_warnings
-        .iter()
-        .filter(|w| w.kind != WarningKind::KernelMemoryRead)
-    {
-        log::warn!("{warning}");
-    }
-    for warning in identity.warnings(cli.uid.is_some(), cli.gid.is_some()) {
-        log::warn!("{warning}");
-    }
+    warnings.extend(
+        risk_warnings
+            .iter()
+            .filter(|w| w.kind != WarningKind::KernelMemoryRead)
+            .map(ToString::to_string),
+    );
+    warnings.extend(identity.warnings(cli.uid.is_some(), cli.gid.is_some()));
     let action = if cli.command.is_empty() {
         SandboxAction::Trace {
             interface: cli.interface,
@@ -430,26 +424,38 @@ fn prepare(cli: Cli) -> Result<Prepared, String> {
             gateway: !cli.no_gateway,
         }
     };
-    Ok(Prepared::Run(Box::new(SupervisorOptions {
-        veth,
-        status,
-        delegation,
-        timeout: cli.timeout,
-        identity,
-        bpffs_path: cli.bpffs_path,
-        action,
-        capabilities,
-        new_session: cli.new_session,
-        limits: Some(cgroup::Limits {
-            memory_max: cli.memory_max,
-            pids_max: cli.pids_max,
-            parent: cli.cgroup_parent,
-        })
-        .filter(cgroup::Limits::wanted),
-    })))
+    Ok(Prepared::Run(
+        Box::new(SupervisorOptions {
+            veth,
+            status,
+            delegation,
+            timeout: cli.timeout,
+            identity,
+            bpffs_path: cli.bpffs_path,
+            action,
+            capabilities,
+            new_session: cli.new_session,
+            limits: Some(cgroup::Limits {
+                memory_max: cli.memory_max,
+                pids_max: cli.pids_max,
+                parent: cli.cgroup_parent,
+            })
+            .filter(cgroup::Limits::wanted),
+        }),
+        warnings,
+    ))
 }
 
-fn run(options: &SupervisorOptions) -> ExitCode {
+/// Runs the sandbox; the warnings about what the run grants come once the supervisor is known
+/// to have the privilege to run it at all.
+fn run(options: &SupervisorOptions, warnings: &[String]) -> ExitCode {
+    if let Err(err) = userns::check_supervisor_privilege() {
+        eprintln!("token_userns_demo: error: {err}");
+        return ExitCode::FAILURE;
+    }
+    for warning in warnings {
+        log::warn!("{warning}");
+    }
     match supervisor::run(options) {
         Ok(exit) => {
             log::debug!("sandbox child {exit}");
@@ -491,7 +497,7 @@ fn kfunc_kernel_read_warning(delegation: &Delegation) -> Option<String> {
     let release = bpf_token_launcher::bpf::bpffs::kernel_release();
     let (major, minor) = preflight::parse_release(&release)?;
     ((major, minor) >= (6, 17)).then(|| format!(
-        "this kernel ({release}) lets CAP_BPF read kernel memory through the kfunc bpf_rdonly_cast(addr, 0) (Linux 6.17 and later): with prog_load delegated the command can read kernel memory whatever capabilities it loses; run only commands you trust until the kernel refuses it"
+        "on this kernel ({release}) prog_load lets the command read kernel memory through the kfunc bpf_rdonly_cast (Linux 6.17 and later), whatever capabilities it loses: run only commands you trust with it"
     ))
 }
 
