@@ -34,24 +34,17 @@ fn main() -> ExitCode {
         ["count", object, interface] => count(object, interface),
         ["object"] => std::io::stdout()
             .write_all(OBJECT)
-            .map(|()| 0)
+            .map(|()| ExitCode::SUCCESS)
             .map_err(|e| format!("writing the object: {e}")),
         _ => {
             eprintln!("usage: libbpf-client count OBJECT [IFACE] | libbpf-client object");
             return ExitCode::from(2);
         }
     };
-    match result {
-        Ok(0) => {
-            eprintln!("libbpf-client: the program counted nothing");
-            ExitCode::FAILURE
-        }
-        Ok(_) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("libbpf-client: error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    result.unwrap_or_else(|error| {
+        eprintln!("libbpf-client: error: {error}");
+        ExitCode::FAILURE
+    })
 }
 
 /// `call` failed with libbpf's error code `err` (a negative errno, or the errno libbpf left).
@@ -102,7 +95,7 @@ impl Drop for Link {
     }
 }
 
-fn count(path: &str, interface: &str) -> Result<u64, String> {
+fn count(path: &str, interface: &str) -> Result<ExitCode, String> {
     let c_path = CString::new(path).map_err(|_| format!("{path:?}: a NUL in the path"))?;
     // libbpf 1.x returns NULL and sets errno on failure.
     // SAFETY: a valid C string; NULL options are allowed.
@@ -178,7 +171,11 @@ fn count(path: &str, interface: &str) -> Result<u64, String> {
     println!("packets counted: {counted}");
     drop(link);
     drop(object);
-    Ok(counted)
+    if counted == 0 {
+        eprintln!("libbpf-client: the program counted nothing");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 enum Kind {
