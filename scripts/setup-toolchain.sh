@@ -2,7 +2,9 @@
 # Idempotent toolchain setup for building the eBPF side and running the root tests.
 #
 # Installs only what is missing:
-#   - Debian packages LLVM 22 (bpf-linker links against it), iproute2 (tests inspect links)
+#   - Debian packages LLVM 22 (bpf-linker links against it), iproute2 (tests inspect links),
+#     and for the libbpf client of tests/libbpf.rs: clang 22 (its BPF object), libelf-dev,
+#     zlib1g-dev, make and pkg-config (libbpf-sys builds libbpf 1.7 from its sources)
 #   - the nightly toolchain's rust-src (the eBPF crate is built with -Z build-std=core)
 #   - the x86_64-unknown-linux-musl target (the project's binaries are static)
 #   - bpf-linker 0.13.0 built against LLVM 22
@@ -16,6 +18,7 @@ BPF_LINKER_VERSION=0.13.0
 APT_PACKAGES=(fonts-dejavu-core 
   "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" libzstd-dev zlib1g-dev libxml2-dev
   iproute2 procps
+  "clang-${LLVM_MAJOR}" libelf-dev make pkg-config
 )
 
 say() { printf 'setup: %s\n' "$*" >&2; }

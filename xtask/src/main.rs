@@ -158,6 +158,42 @@ pub fn build_release(root: &Path, target: &str) -> anyhow::Result<PathBuf> {
         .context("cargo build reported no token_userns_demo executable")
 }
 
+/// Builds tests/libbpf-client (the libbpf loader tests/libbpf.rs runs in the sandbox) for the
+/// host's glibc target and returns the executable's path. It cannot be a dev-dependency of the
+/// launcher: libbpf-sys compiles libbpf's C sources and links the system's libelf and zlib,
+/// which do not link into the static musl test binaries.
+fn build_libbpf_client(root: &Path) -> anyhow::Result<PathBuf> {
+    let gnu = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    let mut command = cargo();
+    command.current_dir(root).args([
+        "build",
+        "--target",
+        &gnu,
+        "-p",
+        "libbpf-client",
+        "--message-format=json-render-diagnostics",
+    ]);
+    eprintln!("xtask: running {command:?}");
+    let output = command
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("spawning {command:?}"))?;
+    if !output.status.success() {
+        bail!(
+            "{command:?} failed: {} (it needs clang-22, libelf-dev, zlib1g-dev, make and pkg-config: scripts/setup-toolchain.sh installs them)",
+            output.status
+        );
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|message| {
+            message["reason"] == "compiler-artifact" && message["target"]["name"] == "libbpf-client"
+        })
+        .and_then(|message| Some(PathBuf::from(message["executable"].as_str()?)))
+        .context("cargo build reported no libbpf-client executable")
+}
+
 /// `cargo +nightly` through rustup: cargo-fuzz needs nightly for its sanitizer flags.
 fn cargo_nightly() -> Command {
     let mut command = Command::new("cargo");
@@ -241,7 +277,10 @@ fn main() -> anyhow::Result<()> {
             // Idempotent and quick when everything is there; the launcher's build script needs
             // bpf-linker and the nightly rust-src.
             setup_toolchain(&root)?;
+            let libbpf_client = build_libbpf_client(&root)?;
             let mut command = cargo();
+            // tests/libbpf.rs runs this loader in the sandbox.
+            command.env("LIBBPF_CLIENT", &libbpf_client);
             // The conformance crate runs its own harness: its scenarios fork, one at a time.
             command.current_dir(&root).args([
                 "test",
