@@ -151,3 +151,11 @@ pub fn stdout_failure(program: &str, error: &std::io::Error) -> u8 {
     eprintln!("{program}: error: writing to stdout: {error}");
     1
 }
+
+/// Prints `program: error: message` as one write: the sandbox and the supervisor share stderr,
+/// and `eprintln!` writes a formatted message piece by piece, so another process's trace line
+/// could land in the middle of it.
+pub fn error_line(program: &str, message: &dyn std::fmt::Display) {
+    let line = format!("{program}: error: {message}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}

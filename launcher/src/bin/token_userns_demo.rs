@@ -320,7 +320,7 @@ fn main() -> ExitCode {
             }
         }
         Err(err) => {
-            eprintln!("token_userns_demo: error: {err}");
+            logging::error_line("token_userns_demo", &err);
             ExitCode::from(2)
         }
     }
@@ -450,7 +450,7 @@ fn prepare(cli: Cli) -> Result<Prepared, String> {
 /// to have the privilege to run it at all.
 fn run(options: &SupervisorOptions, warnings: &[String]) -> ExitCode {
     if let Err(err) = userns::check_supervisor_privilege() {
-        eprintln!("token_userns_demo: error: {err}");
+        logging::error_line("token_userns_demo", &err);
         return ExitCode::FAILURE;
     }
     for warning in warnings {
@@ -473,7 +473,7 @@ fn run(options: &SupervisorOptions, warnings: &[String]) -> ExitCode {
             exit_code(exit)
         }
         Err(err) => {
-            eprintln!("token_userns_demo: error: {err}");
+            logging::error_line("token_userns_demo", &err);
             match err {
                 SupervisorError::ChildDied { exit, .. } => exit_code(exit),
                 _ => ExitCode::FAILURE,

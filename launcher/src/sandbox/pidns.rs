@@ -68,7 +68,7 @@ pub fn run_as_init(spec: &CommandSpec<'_>) -> Result<ChildExit, PidNsError> {
     let resolved = match resolve_program(program, std::env::var_os("PATH").as_deref()) {
         Ok(path) => path,
         Err(err) => {
-            eprintln!("token_userns_demo: error: {err}");
+            crate::logging::error_line("token_userns_demo", &err);
             return Ok(ChildExit::Exited(err.exit_code()));
         }
     };
@@ -135,7 +135,7 @@ pub fn run_as_init(spec: &CommandSpec<'_>) -> Result<ChildExit, PidNsError> {
     let child = match spawn(spec, &resolved) {
         Ok(child) => child,
         Err(err) => {
-            eprintln!("token_userns_demo: error: {err}");
+            crate::logging::error_line("token_userns_demo", &err);
             // A shell's codes: 127 for a command not found, 126 for one that cannot run.
             let code = match &err {
                 PidNsError::Exec { error, .. } if error.kind() == std::io::ErrorKind::NotFound => {

@@ -194,7 +194,7 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
                     i32::from(logging::stdout_failure("token_userns_demo", &error))
                 }
                 Err(err) => {
-                    eprintln!("token_userns_demo: error: {err}");
+                    crate::logging::error_line("token_userns_demo", &err);
                     1
                 }
             };
