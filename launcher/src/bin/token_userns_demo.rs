@@ -11,6 +11,7 @@ use bpf_token_launcher::policy::report::PolicyReport;
 use bpf_token_launcher::policy::risk::{self, WarningKind};
 use bpf_token_launcher::policy::{self, DelegateKind, Delegation, EnumNames, PolicyFile};
 use bpf_token_launcher::sandbox::confine::CapabilityChoice;
+use bpf_token_launcher::sandbox::learn::{self as learning, LearnError, PolicyDestination};
 use bpf_token_launcher::sandbox::net::{VethPair, VethSubnet};
 use bpf_token_launcher::sandbox::status::StatusSink;
 use bpf_token_launcher::sandbox::supervisor::{
@@ -150,6 +151,35 @@ struct Cli {
     /// not cover
     #[arg(long, requires = "command")]
     no_gateway: bool,
+    /// Learn the delegation the command needs and write it to FILE as a policy file for
+    /// --policy; also print it as flags, systemd lines and LXD/Incus keys. Runs the command
+    /// once with EVERY type delegated: only for commands you trust
+    ///
+    /// The command runs once with every set delegated (`any`), otherwise confined as usual
+    /// (capabilities as --cap-add/--cap-drop say; tracing program types still need --cap-add
+    /// perfmon to load), and the bpf() gateway records every call it makes (map creations,
+    /// program and BTF loads, token-aware or not). FILE then holds what the calls asked for,
+    /// with comments naming the process (pid in the sandbox, comm, argv[0]) that asked for
+    /// each item. FILE is replaced atomically once the runs are over; the exit status is the
+    /// command's.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "command",
+        conflicts_with_all = ["policy", "policy_from", "delegate_cmds", "delegate_maps", "delegate_progs", "delegate_attachs", "no_gateway", "check", "print_policy"]
+    )]
+    learn: Option<PathBuf>,
+    /// With --learn: then rerun the command once per learned item without it, and keep only
+    /// the items whose absence changes its exit status (drops optional probes)
+    ///
+    /// First one rerun with exactly the learned items, which must give the learning run's
+    /// exit status; then one rerun per item without it (and without the items already
+    /// dropped): an item whose absence leaves the exit status unchanged is dropped as
+    /// optional, for instance a loader's feature probe. The file says for each item which run
+    /// kept or dropped it and why. The reruns get /dev/null as stdin and stdout, and as
+    /// stderr unless -v.
+    #[arg(long, requires = "learn")]
+    minimize: bool,
     /// Trace every step on stderr (repeat for more)
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
     verbose: u8,
@@ -298,6 +328,12 @@ fn main() -> ExitCode {
             cgroup_parent,
         }) => check(delegation, identity, json, cgroup_parent),
         Ok(Prepared::Run(options)) => run(&options),
+        Ok(Prepared::Learn {
+            options,
+            destination,
+            minimize,
+            verbose,
+        }) => learn(&options, &destination, minimize, verbose),
         Ok(Prepared::PrintPolicy {
             delegation,
             capabilities,
@@ -334,6 +370,12 @@ enum Prepared {
         cgroup_parent: Option<PathBuf>,
     },
     Run(Box<SupervisorOptions>),
+    Learn {
+        options: Box<SupervisorOptions>,
+        destination: PolicyDestination,
+        minimize: bool,
+        verbose: bool,
+    },
     PrintPolicy {
         delegation: Delegation,
         capabilities: CapabilityChoice,
@@ -355,7 +397,17 @@ fn prepare(cli: Cli) -> Result<Prepared, String> {
     cli.check_bpffs_path()?;
     let capabilities =
         CapabilityChoice::from_flags(&cli.cap_add, &cli.cap_drop).map_err(|e| e.to_string())?;
-    let delegation = cli.delegation()?;
+    // Learning delegates everything; where the file goes is checked before anything runs.
+    let destination = cli
+        .learn
+        .as_deref()
+        .map(PolicyDestination::check)
+        .transpose()?;
+    let delegation = if destination.is_some() {
+        Delegation::ANY
+    } else {
+        cli.delegation()?
+    };
     if cli.print_policy {
         return Ok(Prepared::PrintPolicy {
             delegation,
@@ -425,9 +477,10 @@ fn prepare(cli: Cli) -> Result<Prepared, String> {
         SandboxAction::Exec {
             argv: cli.command,
             gateway: !cli.no_gateway,
+            recording: None,
         }
     };
-    Ok(Prepared::Run(Box::new(SupervisorOptions {
+    let options = Box::new(SupervisorOptions {
         veth,
         status,
         delegation,
@@ -443,7 +496,71 @@ fn prepare(cli: Cli) -> Result<Prepared, String> {
             parent: cli.cgroup_parent,
         })
         .filter(cgroup::Limits::wanted),
-    })))
+    });
+    Ok(match destination {
+        Some(destination) => Prepared::Learn {
+            options,
+            destination,
+            minimize: cli.minimize,
+            verbose: cli.verbose > 0,
+        },
+        None => Prepared::Run(options),
+    })
+}
+
+/// `--learn FILE [--minimize]`: the runs, then the file and the summary on stderr; the exit
+/// status is the command's.
+fn learn(
+    options: &SupervisorOptions,
+    destination: &PolicyDestination,
+    minimize: bool,
+    verbose: bool,
+) -> ExitCode {
+    let mut progress = |line: String| eprintln!("token_userns_demo: {line}");
+    let outcome = match learning::learn(options, minimize, verbose, &mut progress) {
+        Ok(outcome) => outcome,
+        Err(LearnError::Run {
+            source:
+                SupervisorError::ChildDied {
+                    exit: exit @ ChildExit::Exited(_),
+                    ..
+                },
+            ..
+        }) => {
+            // The child already printed its own one-line error.
+            return exit_code(exit);
+        }
+        Err(err) => {
+            eprintln!("token_userns_demo: error: {err}");
+            return match err {
+                LearnError::NoLog { exit, .. }
+                | LearnError::Run {
+                    source: SupervisorError::ChildDied { exit, .. },
+                    ..
+                } if exit.exit_code() != 0 => exit_code(exit),
+                _ => ExitCode::FAILURE,
+            };
+        }
+    };
+    let names = EnumNames::for_running_kernel();
+    let text = outcome.policy_file(names).render(names);
+    if let Err(error) = destination.write(&text) {
+        eprintln!(
+            "token_userns_demo: error: --learn: writing {}: {error}",
+            destination.path().display()
+        );
+        return ExitCode::FAILURE;
+    }
+    for line in outcome.summary(destination.path(), names) {
+        eprintln!("token_userns_demo: {line}");
+    }
+    // What --policy FILE would say about the learned delegation.
+    if let Ok(warnings) = risk::check(&outcome.delegation(), outcome.caps, names) {
+        for warning in warnings {
+            log::warn!("{warning}");
+        }
+    }
+    ExitCode::from(u8::try_from(outcome.exit_code()).unwrap_or(1))
 }
 
 fn run(options: &SupervisorOptions) -> ExitCode {
