@@ -92,12 +92,22 @@ impl CallKind {
             let quoted: Vec<String> = self.names.iter().map(|n| format!("{n:?}")).collect();
             text.push_str(&format!(", named {}", quoted.join(", ")));
         }
+        text.push_str(&format!("; {}", self.count()));
+        text
+    }
+
+    /// `3 calls, 1 already carrying a token` (a token-aware loader's, or a loader's retry of
+    /// a call the gateway had given the token).
+    pub fn count(&self) -> String {
         let plural = if self.calls == 1 { "" } else { "s" };
-        text.push_str(&format!("; {} call{plural}", self.calls));
+        let mut text = format!("{} call{plural}", self.calls);
         if self.carried_token == self.calls {
-            text.push_str(", with its own token");
+            text.push_str(", already carrying a token");
         } else if self.carried_token > 0 {
-            text.push_str(&format!(", {} with its own token", self.carried_token));
+            text.push_str(&format!(
+                ", {} already carrying a token",
+                self.carried_token
+            ));
         }
         text
     }
@@ -317,13 +327,18 @@ impl CallLog {
             })
     }
 
-    /// The kinds of call `delegation` did not cover, with the items each lacked (calls that
-    /// could not carry a token are left out: no delegation covers them).
-    pub fn uncovered(&self, delegation: &Delegation) -> Vec<(&CallKind, Vec<PolicyItem>)> {
+    /// The kinds of call `delegation` did not cover, with the items each lacked, leaving out
+    /// those no delegation helps (`learned`, this log's [`Self::learn`]).
+    pub fn uncovered(
+        &self,
+        delegation: &Delegation,
+        learned: &Learned,
+    ) -> Vec<(&CallKind, Vec<PolicyItem>)> {
         self.kinds
             .iter()
-            .filter(|kind| kind.token_field)
-            .filter_map(|kind| {
+            .enumerate()
+            .filter(|(index, _)| !learned.is_hopeless(*index))
+            .filter_map(|(_, kind)| {
                 let missing: Vec<PolicyItem> = kind
                     .needs()
                     .into_iter()

@@ -570,17 +570,18 @@ impl LearnOutcome {
     fn explain_verdict(&self, item: PolicyItem, verdict: &Verdict, names: &EnumNames) -> String {
         let baseline = self.learning.exit.exit_code();
         let failed_calls = |result: &RunResult| -> String {
+            let learned = result.log.learn(self.caps, names);
             let calls: Vec<String> = result
                 .log
-                .uncovered(&result.delegation)
+                .uncovered(&result.delegation, &learned)
                 .into_iter()
                 .filter(|(_, missing)| missing.contains(&item))
-                .map(|(kind, _)| kind.describe(names))
+                .map(|(kind, _)| format!("{} ({})", kind.shape.describe(names), kind.count()))
                 .collect();
             if calls.is_empty() {
                 String::new()
             } else {
-                format!("; the calls that then lacked it: {}", calls.join("; "))
+                format!("; the calls left without it: {}", calls.join("; "))
             }
         };
         match verdict {

@@ -102,7 +102,7 @@ fn calls_carrying_their_own_token_are_logged_too() {
     assert!(
         log.kinds()[0]
             .describe(&names())
-            .ends_with("2 calls, with its own token")
+            .ends_with("2 calls, already carrying a token")
     );
 }
 
@@ -252,15 +252,10 @@ fn uncovered_kinds_name_their_missing_items() {
         .copied()
         .filter(|i| *i != item(DelegateKind::Progs, "socket_filter"))
         .collect();
-    let uncovered = log.uncovered(&delegation_of(&without_socket_filter));
+    // The kprobe load is left out: no delegation helps it without CAP_PERFMON.
+    let uncovered = log.uncovered(&delegation_of(&without_socket_filter), &learned);
     let missing: Vec<_> = uncovered.iter().map(|(_, m)| m.clone()).collect();
-    assert_eq!(
-        missing,
-        [
-            vec![item(DelegateKind::Progs, "socket_filter")],
-            vec![item(DelegateKind::Progs, "kprobe")]
-        ]
-    );
+    assert_eq!(missing, [vec![item(DelegateKind::Progs, "socket_filter")]]);
 }
 
 #[test]
