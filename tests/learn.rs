@@ -98,6 +98,14 @@ fn main() -> ExitCode {
             "bad_combinations_are_refused_before_anything_runs",
             bad_combinations_are_refused_before_anything_runs,
         ),
+        (
+            "an_interrupted_minimization_keeps_the_learned_set",
+            an_interrupted_minimization_keeps_the_learned_set,
+        ),
+        (
+            "learning_without_the_gateway_is_an_error",
+            learning_without_the_gateway_is_an_error,
+        ),
     ];
     let trials = tests
         .iter()
@@ -584,4 +592,116 @@ fn bad_combinations_are_refused_before_anything_runs() {
         "cmds = \"prog_load\"\n"
     );
     assert_only_files(&scratch.0, &["existing.toml", "link.toml"]);
+}
+
+fn an_interrupted_minimization_keeps_the_learned_set() {
+    use std::io::BufRead as _;
+    use std::process::Stdio;
+    let _host = shared();
+    let programs = Programs::get();
+    let scratch = ScratchDir::new("learn", "interrupted");
+    let file = scratch.0.join("trace.toml");
+    let mounts_before = support::host_mounts();
+    // Slow enough for the signal to arrive while a rerun runs.
+    let script = format!("{} >/dev/null && sleep 1", programs.trace);
+    let mut supervisor = Command::new(DEMO)
+        .args(["--learn", file.to_str().unwrap(), "--minimize", "--"])
+        .args(["sh", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the supervisor");
+    let mut lines = std::io::BufReader::new(supervisor.stderr.take().unwrap()).lines();
+    let mut stderr = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        stderr.push_str(&line);
+        stderr.push('\n');
+        if line.contains("--minimize: run 2 with the learned set") {
+            break;
+        }
+    }
+    assert!(
+        stderr.contains("run 2 with the learned set: exit status 0"),
+        "{stderr}"
+    );
+    // As `kill -INT` from another process: the supervisor forwards it to the command.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    for line in lines.map_while(Result::ok) {
+        stderr.push_str(&line);
+        stderr.push('\n');
+    }
+    let status = supervisor.wait().unwrap();
+    let run = Run {
+        code: status.code(),
+        stdout: String::new(),
+        stderr,
+    };
+    support::assert_host_clean(&mounts_before, &run);
+    assert_eq!(run.code, Some(130), "{run:#?}");
+    assert!(run.stderr.contains("(3 runs in "), "{run:#?}");
+    assert!(
+        run.stderr.contains("; minimization interrupted)"),
+        "{run:#?}"
+    );
+    // Every learned item, none tried out: the interrupted run says nothing about them.
+    assert_eq!(
+        read_policy(&file),
+        delegation("map_create:prog_load:btf_load", "array", "xdp", "xdp")
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains(
+            "# Minimization interrupted: run 3 exited with status 130; every learned item is kept."
+        ),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("kept: not tried (the minimization stopped first)")
+            .count(),
+        6,
+        "{text}"
+    );
+    assert_only_files(&scratch.0, &["trace.toml"]);
+}
+
+fn learning_without_the_gateway_is_an_error() {
+    let _host = shared();
+    let scratch = ScratchDir::new("learn", "no-gateway");
+    let file = scratch.0.join("policy.toml");
+    // A process already under a runtime's seccomp listener cannot get the gateway's (EBUSY):
+    // the command still runs, but nothing can be learnt.
+    let flags: u64 =
+        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+    let mut command = Command::new(DEMO);
+    command.args([
+        "--learn",
+        file.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    support::inject_syscall_result(
+        &mut command,
+        libc::SYS_seccomp,
+        Some((1, flags)),
+        libc::EBUSY,
+    );
+    let run = run_command_clean(&mut command);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("token_userns_demo: warning: the bpf() gateway cannot start")
+            && run.stderr.contains(
+                "--learn: run 1: the bpf() gateway could not start (see the warning above), and learning needs it"
+            ),
+        "{run:#?}"
+    );
+    assert!(!file.exists());
+    assert_only_files(&scratch.0, &[]);
 }
