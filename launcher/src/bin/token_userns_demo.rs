@@ -33,7 +33,8 @@ use clap::Parser;
 /// --delegate-* flag then replaces one set; values are names from the running kernel's enums
 /// (case-insensitive, with or without the BPF_* prefix) separated by `:` or `,`, `any`, `none`,
 /// or one number. The supervisor checks the mounted bpffs shows exactly this delegation before
-/// the sandbox uses it.
+/// the sandbox uses it. --learn FILE -- CMD writes the policy file CMD needs, found by running
+/// it.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -153,14 +154,18 @@ struct Cli {
     no_gateway: bool,
     /// Learn the delegation the command needs and write it to FILE as a policy file for
     /// --policy; also print it as flags, systemd lines and LXD/Incus keys. Runs the command
-    /// once with EVERY type delegated: only for commands you trust
+    /// with EVERY type delegated: only learn commands you trust
     ///
-    /// The command runs once with every set delegated (`any`), otherwise confined as usual
-    /// (capabilities as --cap-add/--cap-drop say; tracing program types still need --cap-add
-    /// perfmon to load), and the bpf() gateway records every call it makes (map creations,
-    /// program and BTF loads, token-aware or not). FILE then holds what the calls asked for,
-    /// with comments naming the process (pid in the sandbox, comm, argv[0]) that asked for
-    /// each item. FILE is replaced atomically once the runs are over; the exit status is the
+    /// The command runs once with every set delegated (`any`), so it may create any map and
+    /// load any program type a token allows: only learn commands you trust. It is otherwise
+    /// confined as usual (its own namespaces, the seccomp filter, the capabilities
+    /// --cap-add/--cap-drop leave it: tracing program types still need --cap-add perfmon to
+    /// load). The bpf() gateway records every call it makes (map creations, program and BTF
+    /// loads, token-aware or not). FILE then holds what the calls asked for, with comments
+    /// naming the process (pid in the sandbox, comm, argv[0]) that asked for each item; calls
+    /// no delegation can help (tracing types without CAP_PERFMON, a bpf_attr too short for a
+    /// token) are left out, saying why. FILE is checked before the run and replaced
+    /// atomically after it; --json-status describes the learning run; the exit status is the
     /// command's.
     #[arg(
         long,
@@ -176,8 +181,10 @@ struct Cli {
     /// exit status; then one rerun per item without it (and without the items already
     /// dropped): an item whose absence leaves the exit status unchanged is dropped as
     /// optional, for instance a loader's feature probe. The file says for each item which run
-    /// kept or dropped it and why. The reruns get /dev/null as stdin and stdout, and as
-    /// stderr unless -v.
+    /// kept or dropped it and why. At most one rerun per item plus that first one; the reruns
+    /// get /dev/null as stdin and stdout, and as stderr unless -v. A rerun killed by a
+    /// forwarded signal (Ctrl-C, kill) stops the minimization: FILE then holds every learned
+    /// item, saying so.
     #[arg(long, requires = "learn")]
     minimize: bool,
     /// Trace every step on stderr (repeat for more)

@@ -46,6 +46,9 @@
 //!   is the token: a loader that closed it, reused the number or `exec`ed (close-on-exec drops
 //!   it) gets the token again.
 //!
+//! For `--learn` ([`crate::sandbox::learn`]) the gateway also logs every call, those that carry
+//! a token of their own included, with its first callers' names ([`Gateway::log_calls`]).
+//!
 //! Costs are reported at `-v`: the time from receiving a call to answering it, per call and
 //! in total (without the time `-v` itself spends naming the caller). Measured on the 2-vCPU
 //! development VM (release build): a `BPF_MAP_CREATE` that takes 0.8 µs with a token directly
