@@ -229,7 +229,10 @@ fn memory_max_limits_the_bpf_maps_of_the_sandbox() {
         "{limited:#?}"
     );
     if limited.code == Some(137) && limited.stderr.contains("the OOM killer killed") {
-        assert!(!limited.stdout.contains("maps: created 128 MiB"), "{limited:#?}");
+        assert!(
+            !limited.stdout.contains("maps: created 128 MiB"),
+            "{limited:#?}"
+        );
         return;
     }
     assert_eq!(limited.code, Some(0), "{limited:#?}");

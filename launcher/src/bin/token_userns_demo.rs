@@ -11,6 +11,7 @@ use bpf_token_launcher::policy::report::PolicyReport;
 use bpf_token_launcher::policy::risk::{self, WarningKind};
 use bpf_token_launcher::policy::{self, DelegateKind, Delegation, EnumNames, PolicyFile};
 use bpf_token_launcher::sandbox::confine::CapabilityChoice;
+use bpf_token_launcher::sandbox::learn::{self as learning, LearnError, PolicyDestination};
 use bpf_token_launcher::sandbox::net::{VethPair, VethSubnet};
 use bpf_token_launcher::sandbox::status::StatusSink;
 use bpf_token_launcher::sandbox::supervisor::{
@@ -32,7 +33,8 @@ use clap::Parser;
 /// --delegate-* flag then replaces one set; values are names from the running kernel's enums
 /// (case-insensitive, with or without the BPF_* prefix) separated by `:` or `,`, `any`, `none`,
 /// or one number. The supervisor checks the mounted bpffs shows exactly this delegation before
-/// the sandbox uses it.
+/// the sandbox uses it. --learn FILE -- CMD writes the policy file CMD needs, found by running
+/// it.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -150,6 +152,41 @@ struct Cli {
     /// not cover
     #[arg(long, requires = "command")]
     no_gateway: bool,
+    /// Learn the delegation the command needs and write it to FILE as a policy file for
+    /// --policy; also print it as flags, systemd lines and LXD/Incus keys. Runs the command
+    /// with EVERY type delegated: only learn commands you trust
+    ///
+    /// The command runs once with every set delegated (`any`), so it may create any map and
+    /// load any program type a token allows: only learn commands you trust. It is otherwise
+    /// confined as usual (its own namespaces, the seccomp filter, the capabilities
+    /// --cap-add/--cap-drop leave it: tracing program types still need --cap-add perfmon to
+    /// load). The bpf() gateway records every call it makes (map creations, program and BTF
+    /// loads, token-aware or not). FILE then holds what the calls asked for, with comments
+    /// naming the process (pid in the sandbox, comm, argv[0]) that asked for each item; calls
+    /// no delegation can help (tracing types without CAP_PERFMON, a bpf_attr too short for a
+    /// token) are left out, saying why. FILE is checked before the run and replaced
+    /// atomically after it; --json-status describes the learning run; the exit status is the
+    /// command's.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "command",
+        conflicts_with_all = ["policy", "policy_from", "delegate_cmds", "delegate_maps", "delegate_progs", "delegate_attachs", "no_gateway", "check", "print_policy"]
+    )]
+    learn: Option<PathBuf>,
+    /// With --learn: then rerun the command once per learned item without it, and keep only
+    /// the items whose absence changes its exit status (drops optional probes)
+    ///
+    /// First one rerun with exactly the learned items, which must give the learning run's
+    /// exit status; then one rerun per item without it (and without the items already
+    /// dropped): an item whose absence leaves the exit status unchanged is dropped as
+    /// optional, for instance a loader's feature probe. The file says for each item which run
+    /// kept or dropped it and why. At most one rerun per item plus that first one; the reruns
+    /// get /dev/null as stdin and stdout, and as stderr unless -v. A rerun killed by a
+    /// forwarded signal (Ctrl-C, kill) stops the minimization: FILE then holds every learned
+    /// item, saying so.
+    #[arg(long, requires = "learn")]
+    minimize: bool,
     /// Trace every step on stderr (repeat for more)
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
     verbose: u8,
@@ -298,6 +335,13 @@ fn main() -> ExitCode {
             cgroup_parent,
         }) => check(delegation, identity, json, cgroup_parent),
         Ok(Prepared::Run(options, warnings)) => run(&options, &warnings),
+        Ok(Prepared::Learn {
+            options,
+            warnings,
+            destination,
+            minimize,
+            verbose,
+        }) => learn(&options, &warnings, &destination, minimize, verbose),
         Ok(Prepared::PrintPolicy {
             delegation,
             capabilities,
@@ -334,6 +378,13 @@ enum Prepared {
         cgroup_parent: Option<PathBuf>,
     },
     Run(Box<SupervisorOptions>, Vec<String>),
+    Learn {
+        options: Box<SupervisorOptions>,
+        warnings: Vec<String>,
+        destination: PolicyDestination,
+        minimize: bool,
+        verbose: bool,
+    },
     PrintPolicy {
         delegation: Delegation,
         capabilities: CapabilityChoice,
@@ -355,7 +406,17 @@ fn prepare(cli: Cli) -> Result<Prepared, String> {
     cli.check_bpffs_path()?;
     let capabilities =
         CapabilityChoice::from_flags(&cli.cap_add, &cli.cap_drop).map_err(|e| e.to_string())?;
-    let delegation = cli.delegation()?;
+    // Learning delegates everything; where the file goes is checked before anything runs.
+    let destination = cli
+        .learn
+        .as_deref()
+        .map(PolicyDestination::check)
+        .transpose()?;
+    let delegation = if destination.is_some() {
+        Delegation::ANY
+    } else {
+        cli.delegation()?
+    };
     if cli.print_policy {
         return Ok(Prepared::PrintPolicy {
             delegation,
@@ -422,28 +483,99 @@ fn prepare(cli: Cli) -> Result<Prepared, String> {
         SandboxAction::Exec {
             argv: cli.command,
             gateway: !cli.no_gateway,
+            recording: None,
         }
     };
-    Ok(Prepared::Run(
-        Box::new(SupervisorOptions {
-            veth,
-            status,
-            delegation,
-            timeout: cli.timeout,
-            identity,
-            bpffs_path: cli.bpffs_path,
-            action,
-            capabilities,
-            new_session: cli.new_session,
-            limits: Some(cgroup::Limits {
-                memory_max: cli.memory_max,
-                pids_max: cli.pids_max,
-                parent: cli.cgroup_parent,
-            })
-            .filter(cgroup::Limits::wanted),
-        }),
-        warnings,
-    ))
+    let options = Box::new(SupervisorOptions {
+        veth,
+        status,
+        delegation,
+        timeout: cli.timeout,
+        identity,
+        bpffs_path: cli.bpffs_path,
+        action,
+        capabilities,
+        new_session: cli.new_session,
+        limits: Some(cgroup::Limits {
+            memory_max: cli.memory_max,
+            pids_max: cli.pids_max,
+            parent: cli.cgroup_parent,
+        })
+        .filter(cgroup::Limits::wanted),
+    });
+    Ok(match destination {
+        Some(destination) => Prepared::Learn {
+            options,
+            warnings,
+            destination,
+            minimize: cli.minimize,
+            verbose: cli.verbose > 0,
+        },
+        None => Prepared::Run(options, warnings),
+    })
+}
+
+/// `--learn FILE [--minimize]`: the runs, then the file and the summary on stderr; the exit
+/// status is the command's.
+fn learn(
+    options: &SupervisorOptions,
+    warnings: &[String],
+    destination: &PolicyDestination,
+    minimize: bool,
+    verbose: bool,
+) -> ExitCode {
+    if let Err(err) = userns::check_supervisor_privilege() {
+        logging::error_line("token_userns_demo", &err);
+        return ExitCode::FAILURE;
+    }
+    for warning in warnings {
+        log::warn!("{warning}");
+    }
+    let mut progress = |line: String| eprintln!("token_userns_demo: {line}");
+    let outcome = match learning::learn(options, minimize, verbose, &mut progress) {
+        Ok(outcome) => outcome,
+        Err(LearnError::Run {
+            source:
+                SupervisorError::ChildDied {
+                    exit: exit @ ChildExit::Exited(_),
+                    ..
+                },
+            ..
+        }) => {
+            // The child already printed its own one-line error.
+            return exit_code(exit);
+        }
+        Err(err) => {
+            eprintln!("token_userns_demo: error: {err}");
+            return match err {
+                LearnError::NoLog { exit, .. }
+                | LearnError::Run {
+                    source: SupervisorError::ChildDied { exit, .. },
+                    ..
+                } if exit.exit_code() != 0 => exit_code(exit),
+                _ => ExitCode::FAILURE,
+            };
+        }
+    };
+    let names = EnumNames::for_running_kernel();
+    let text = outcome.policy_file(names).render(names);
+    if let Err(error) = destination.write(&text) {
+        eprintln!(
+            "token_userns_demo: error: --learn: writing {}: {error}",
+            destination.path().display()
+        );
+        return ExitCode::FAILURE;
+    }
+    for line in outcome.summary(destination.path(), names) {
+        eprintln!("token_userns_demo: {line}");
+    }
+    // What --policy FILE would say about the learned delegation.
+    if let Ok(warnings) = risk::check(&outcome.delegation(), outcome.caps, names) {
+        for warning in warnings {
+            log::warn!("{warning}");
+        }
+    }
+    ExitCode::from(u8::try_from(outcome.exit_code()).unwrap_or(1))
 }
 
 /// Runs the sandbox; the warnings about what the run grants come once the supervisor is known

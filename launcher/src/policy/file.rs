@@ -10,6 +10,10 @@
 //! A key that is left out delegates nothing of that kind. Every error names the line and column,
 //! including unknown names inside a value, so the file is parsed with spans kept
 //! (`toml::de::DeTable`) rather than through serde.
+//!
+//! [`AnnotatedPolicy`] writes such a file with comments (what `--learn` writes): one name per
+//! line, each under the comment lines that say why it is there, and items left out as
+//! commented-out lines under theirs.
 
 use std::fmt;
 use std::ops::Range;
@@ -18,6 +22,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::calls::PolicyItem;
 use super::{DelegateKind, Delegation, EnumNames, Mask};
 
 /// A parsed policy file.
@@ -171,5 +176,104 @@ impl fmt::Display for PolicyFileError {
             write!(f, ":{}:{}", p.line, p.column)?;
         }
         write!(f, ": {}", self.message)
+    }
+}
+
+/// A policy file to write: a comment header, then every item with its comments; inactive
+/// items are written commented out, so the file says what was left out and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AnnotatedPolicy {
+    /// Comment lines at the top (without the `#`).
+    pub header: Vec<String>,
+    pub entries: Vec<AnnotatedEntry>,
+}
+
+/// One item of an [`AnnotatedPolicy`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnotatedEntry {
+    pub item: PolicyItem,
+    /// Written as a name (delegated) or as a commented-out name (not delegated).
+    pub active: bool,
+    /// Comment lines above the item (without the `#`).
+    pub notes: Vec<String>,
+}
+
+impl AnnotatedPolicy {
+    /// The delegation the file gives: its active items.
+    pub fn delegation(&self) -> Delegation {
+        let active: Vec<PolicyItem> = self
+            .entries
+            .iter()
+            .filter(|e| e.active)
+            .map(|e| e.item)
+            .collect();
+        super::learn::delegation_of(&active)
+    }
+
+    /// The file's text. Every key is written, as an array with one name per line (an empty
+    /// array delegates nothing of its kind); comments never contain a control character, so
+    /// no text in them can end the comment and become a key. Items in kind order, then value
+    /// order, which is the kernel's enum order.
+    pub fn render(&self, names: &EnumNames) -> String {
+        let mut text = String::new();
+        for line in &self.header {
+            push_comment(&mut text, "", line);
+        }
+        if !self.header.is_empty() {
+            text.push('\n');
+        }
+        for kind in DelegateKind::ALL {
+            let mut entries: Vec<&AnnotatedEntry> = self
+                .entries
+                .iter()
+                .filter(|e| e.item.kind == kind)
+                .collect();
+            entries.sort_by_key(|e| e.item.value);
+            if entries.is_empty() {
+                text.push_str(&format!("{} = []\n", kind.file_key()));
+                continue;
+            }
+            text.push_str(&format!("{} = [\n", kind.file_key()));
+            for entry in entries {
+                for note in &entry.notes {
+                    push_comment(&mut text, "    ", note);
+                }
+                let value = item_value(entry.item, names);
+                if entry.active {
+                    text.push_str(&format!("    \"{value}\",\n"));
+                } else {
+                    text.push_str(&format!("    # \"{value}\",\n"));
+                }
+            }
+            text.push_str("]\n");
+        }
+        text
+    }
+}
+
+/// One comment line per line of `note`, control characters replaced.
+fn push_comment(text: &mut String, indent: &str, note: &str) {
+    for line in note.split('\n') {
+        let clean: String = line
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        let clean = clean.trim_end();
+        if clean.is_empty() {
+            text.push_str(&format!("{indent}#\n"));
+        } else {
+            text.push_str(&format!("{indent}# {clean}\n"));
+        }
+    }
+}
+
+/// An item as an array element the reader takes back: its name, or (a value the kernel has no
+/// name for, which the reader then refuses) its bit as a mask.
+fn item_value(item: PolicyItem, names: &EnumNames) -> String {
+    match names.name_of(item.kind, item.value) {
+        Some(name) if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+            name.to_owned()
+        }
+        _ => format!("{:#x}", Mask::NONE.with(item.value).0),
     }
 }

@@ -9,13 +9,15 @@ use std::fmt;
 
 mod builtin;
 pub mod calls;
+pub mod export;
 mod file;
 mod from_object;
+pub mod learn;
 mod names;
 pub mod report;
 pub mod risk;
 
-pub use file::{PolicyFile, PolicyFileError};
+pub use file::{AnnotatedEntry, AnnotatedPolicy, PolicyFile, PolicyFileError};
 pub use from_object::{ObjectPolicyError, least_privilege, least_privilege_for_elf};
 pub use names::{EnumNames, NameSource};
 

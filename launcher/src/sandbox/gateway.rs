@@ -46,6 +46,9 @@
 //!   is the token: a loader that closed it, reused the number or `exec`ed (close-on-exec drops
 //!   it) gets the token again.
 //!
+//! For `--learn` ([`crate::sandbox::learn`]) the gateway also logs every call, those that carry
+//! a token of their own included, with its first callers' names ([`Gateway::log_calls`]).
+//!
 //! Costs are reported at `-v`: the time from receiving a call to answering it, per call and
 //! in total (without the time `-v` itself spends naming the caller). Measured on the 2-vCPU
 //! development VM (release build): a `BPF_MAP_CREATE` that takes 0.8 µs with a token directly
@@ -66,6 +69,7 @@ use serde_json::json;
 
 use crate::bpf::token::Token;
 use crate::policy::calls::{ATTR_SIZE, BpfCall, Caller, Finding, Findings, TokenCommand};
+use crate::policy::learn::CallLog;
 use crate::policy::risk::CapsKept;
 use crate::policy::{Delegation, EnumNames};
 use crate::sandbox::relay::Watch;
@@ -150,6 +154,8 @@ pub struct Gateway {
     /// The numbers the token was given at, most recent last.
     numbers: Vec<RemoteFd>,
     findings: Findings,
+    /// Every call, for `--learn` ([`Self::log_calls`]).
+    log: Option<CallLog>,
     stats: GatewayStats,
 }
 
@@ -180,8 +186,20 @@ impl Gateway {
             known: HashMap::new(),
             numbers: Vec::new(),
             findings: Findings::default(),
+            log: None,
             stats: GatewayStats::default(),
         })
+    }
+
+    /// Logs every call from now on, those carrying their own token included, with its
+    /// callers' names (`--learn`).
+    pub fn log_calls(&mut self) {
+        self.log.get_or_insert_with(CallLog::default);
+    }
+
+    /// The calls logged since [`Self::log_calls`].
+    pub const fn call_log(&self) -> Option<&CallLog> {
+        self.log.as_ref()
     }
 
     pub fn listener(&self) -> BorrowedFd<'_> {
@@ -302,21 +320,35 @@ impl Gateway {
         let call = BpfCall::decode(cmd, &attr[..read], size).expect("a command that takes a token");
         seen.call = Some(call.clone());
         let gap = Findings::gap(&call, &self.allowed);
-        // A name is only needed for -v and for the first call of each kind left uncovered.
+        // A name is only needed for -v, for the first call of each kind left uncovered, and
+        // for the log's first callers of each kind.
+        let learning = self
+            .log
+            .as_ref()
+            .is_some_and(|log| log.wants_caller(&call, notification.pid));
         let needs_name = log::log_enabled!(log::Level::Debug)
+            || learning
             || gap
                 .as_ref()
                 .is_some_and(|gap| !self.findings.contains(&call, gap));
-        let comm = if needs_name {
+        let (comm, argv0) = if needs_name {
             let naming = Instant::now();
-            let comm = self.comm_of(tid);
+            let comm = self.proc_text_of(tid, "comm");
+            let argv0 = if learning {
+                self.proc_text_of(tid, "cmdline")
+            } else {
+                None
+            };
             seen.naming = naming.elapsed();
-            comm
+            (comm, argv0)
         } else {
-            None
+            (None, None)
         };
         // What was read is the caller's only if it still waits now.
         seccomp::id_valid(self.listener.as_fd(), notification.id).map_err(|_| Stop::Gone)?;
+        if let Some(log) = &mut self.log {
+            log.record(&call, notification.pid, || (comm.clone(), argv0));
+        }
         let caller = Caller {
             pid: notification.pid,
             comm,
@@ -416,12 +448,13 @@ impl Gateway {
         self.known.insert(pid, fd);
     }
 
-    /// The caller's `comm`, through the procfs opened at start. That procfs numbers tasks in
+    /// The caller's `comm`, or the first word of its `cmdline`, through the procfs opened at
+    /// start (at most 4 KiB of it). That procfs numbers tasks in
     /// its own PID namespace (the host's, usually), not in ours: a pidfd made from our number
     /// shows in its fdinfo the task's number in the namespace of the procfs it is read
     /// through (`Pid:`), which then names the same task there. The caller is known to be that
     /// task as long as its call is valid, which the caller of this function checks after.
-    fn comm_of(&self, tid: Pid) -> Option<String> {
+    fn proc_text_of(&self, tid: Pid, file: &str) -> Option<String> {
         let proc = self.proc.as_ref()?;
         let pidfd = sys::process::pidfd_open_thread(tid).ok()?;
         let read = |path: String| -> Option<String> {
@@ -432,9 +465,13 @@ impl Gateway {
                 Mode::empty(),
             )
             .ok()?;
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut text).ok()?;
-            Some(text)
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(std::fs::File::from(fd), 4096),
+                &mut bytes,
+            )
+            .ok()?;
+            Some(String::from_utf8_lossy(&bytes).into_owned())
         };
         let fdinfo = read(format!("self/fdinfo/{}", pidfd.as_raw_fd()))?;
         let there: i32 = fdinfo
@@ -446,14 +483,18 @@ impl Gateway {
         if there <= 0 {
             return None;
         }
-        let comm = read(format!("{there}/comm"))?;
-        // The command chooses its comm: nothing it contains may act on the terminal.
-        Some(
-            comm.trim_end_matches('\n')
-                .chars()
+        let text = read(format!("{there}/{file}"))?;
+        let text = match file {
+            "cmdline" => text.split('\0').next().unwrap_or_default().to_owned(),
+            _ => text.trim_end_matches('\n').to_owned(),
+        };
+        // The command chooses its comm and command line: nothing in them may act on the
+        // terminal.
+        (!text.is_empty()).then(|| {
+            text.chars()
                 .map(|c| if c.is_control() { '?' } else { c })
-                .collect(),
-        )
+                .collect()
+        })
     }
 
     /// At the command's end: `-v` gets the counts and costs; a failed command gets one line per

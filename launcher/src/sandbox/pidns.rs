@@ -12,7 +12,7 @@
 //! namespace down.
 
 use std::ffi::{CString, OsStr, OsString};
-use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
@@ -42,6 +42,9 @@ pub struct CommandSpec<'a> {
     pub gateway: bool,
     /// Where the gateway's report goes at the end (`--json-status`).
     pub status: Option<&'a StatusSink>,
+    /// `--learn`: the gateway logs every call and writes the log here at the end
+    /// ([`crate::sandbox::learn`]).
+    pub call_log: Option<BorrowedFd<'a>>,
 }
 
 /// Runs the command as PID 2 and returns how it ended; the caller must be PID 1 of its PID
@@ -125,10 +128,12 @@ pub fn run_as_init(spec: &CommandSpec<'_>) -> Result<ChildExit, PidNsError> {
                     listener.as_raw_fd(),
                     token.as_fd().as_raw_fd()
                 );
-                Some(
-                    Gateway::new(token, listener, spec.capabilities.caps_kept())
-                        .map_err(PidNsError::Gateway)?,
-                )
+                let mut gateway = Gateway::new(token, listener, spec.capabilities.caps_kept())
+                    .map_err(PidNsError::Gateway)?;
+                if spec.call_log.is_some() {
+                    gateway.log_calls();
+                }
+                Some(gateway)
             }
         },
     };
@@ -157,6 +162,9 @@ pub fn run_as_init(spec: &CommandSpec<'_>) -> Result<ChildExit, PidNsError> {
     })?;
     if let Some(gateway) = &gateway {
         gateway.finish(exit != ChildExit::Exited(0), spec.status);
+    }
+    if let Some(fd) = spec.call_log {
+        crate::sandbox::learn::write_call_log(fd, gateway.as_ref().and_then(Gateway::call_log));
     }
     Ok(exit)
 }

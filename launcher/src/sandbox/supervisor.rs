@@ -48,6 +48,7 @@ use crate::sandbox::channel::{
     ChannelError, CommandEnd, SandboxChannel, SupervisorChannel, channel_pair,
 };
 use crate::sandbox::confine::{self, CapabilityChoice, ConfineError};
+use crate::sandbox::learn::Recording;
 use crate::sandbox::net::{self, HostEnd, NetError, VethPair};
 use crate::sandbox::pidns::{self, PidNsError};
 use crate::sandbox::placement::Placement;
@@ -90,8 +91,13 @@ pub enum SandboxAction {
         send_traffic: bool,
     },
     /// Point `LIBBPF_BPF_TOKEN_PATH` at the bpffs and exec `argv`; `gateway`: serve the
-    /// `bpf()` gateway ([`crate::sandbox::gateway`]) for it.
-    Exec { argv: Vec<OsString>, gateway: bool },
+    /// `bpf()` gateway ([`crate::sandbox::gateway`]) for it; `recording`: a run of `--learn`
+    /// ([`crate::sandbox::learn`]).
+    Exec {
+        argv: Vec<OsString>,
+        gateway: bool,
+        recording: Option<Recording>,
+    },
     /// `--check`: the demo on `lo` without its report, failing unless the counter saw exactly
     /// the one datagram. The sandbox's stderr goes to `stderr` (a memfd the caller reads after
     /// the run, so a long verifier log can never block the sandbox on a full pipe).
@@ -182,6 +188,13 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
             if let SandboxAction::Probe { stderr } = &options.action {
                 // Best effort: if it fails, the messages reach the caller's stderr instead.
                 let _ = nix::unistd::dup2_stderr(stderr.as_fd());
+            }
+            if let SandboxAction::Exec {
+                recording: Some(recording),
+                ..
+            } = &options.action
+            {
+                recording.redirect_stdio();
             }
             logging::set_role(Role::Sandbox);
             drop(pair.supervisor);
@@ -553,7 +566,11 @@ fn sandbox(
             }
             Ok(0)
         }
-        SandboxAction::Exec { argv, gateway } => {
+        SandboxAction::Exec {
+            argv,
+            gateway,
+            recording,
+        } => {
             // The command runs on the caller's CPUs, not on the one the setup was kept on.
             if let Some(placement) = placement {
                 placement.release();
@@ -569,6 +586,7 @@ fn sandbox(
                 new_session: options.new_session,
                 gateway: *gateway,
                 status: options.status.as_ref(),
+                call_log: recording.as_ref().map(Recording::call_log),
             };
             let exit = pidns::run_as_init(&spec).map_err(SupervisorError::PidNs)?;
             let end = match exit {
