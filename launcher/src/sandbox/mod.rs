@@ -7,12 +7,14 @@
 //! - [`confine`]: what the command may not do as root of its namespaces (capabilities, the
 //!   seccomp filter, the covered cgroup2 mounts); [`cgroup`]: its resource limits; [`net`]:
 //!   interfaces, the veth and the test datagram;
-//! - [`gateway`]: the init's `bpf()` gateway for token-unaware loaders;
+//! - [`gateway`]: the init's `bpf()` gateway for token-unaware loaders; [`exec`]: the same
+//!   gateway without the sandbox, for a bpffs someone else delegated (`token_exec`);
 //! - [`status`]: `--json-status` events; [`preflight`]: `--check`.
 
 pub mod cgroup;
 pub mod channel;
 pub mod confine;
+pub mod exec;
 pub mod gateway;
 pub mod net;
 pub mod pidns;
