@@ -12,7 +12,8 @@
 //!   ([`bpf::loader::TokenLoader`]);
 //! - [`sandbox`]: the supervisor and its sandbox: user namespace, parent/child channel, PID
 //!   namespace and its init, confinement of the command (capabilities, seccomp), resource
-//!   limits, veth, the `bpf()` gateway, `--json-status` and `--check`;
+//!   limits, veth, the `bpf()` gateway (also without the sandbox: `token_exec`,
+//!   [`sandbox::exec`]), `--json-status` and `--check`;
 //! - [`mountinfo`]: the mount table, where the kernel shows a bpffs's delegation;
 //! - [`counter`]: the demo XDP counter end to end; [`logging`]: the binaries' `-v` trace.
 //!

@@ -546,7 +546,7 @@ fn learn(
             return exit_code(exit);
         }
         Err(err) => {
-            eprintln!("token_userns_demo: error: {err}");
+            logging::error_line("token_userns_demo", &err);
             return match err {
                 LearnError::NoLog { exit, .. }
                 | LearnError::Run {

@@ -23,6 +23,9 @@
 //! threads can change the attr between the gateway's read and the kernel's, is harmless here:
 //! nothing is decided on what was read, and a caller racing itself only breaks its own call.
 //!
+//! `token_exec` ([`crate::sandbox::exec`]) serves the same gateway from a command's parent, for
+//! a delegated bpffs someone else made; what is said here of PID 1 holds for that parent too.
+//!
 //! Invariants, because PID 1 runs under the same filter as the command:
 //! - PID 1 makes no notified `bpf()` call once the filter is installed: it would wait for an
 //!   answer only it can give. The token is created before the filter (`BPF_TOKEN_CREATE` is not
@@ -498,8 +501,9 @@ impl Gateway {
     }
 
     /// At the command's end: `-v` gets the counts and costs; a failed command gets one line per
-    /// kind of call the delegation did not cover; `--json-status` gets the list.
-    pub fn finish(&self, command_failed: bool, status: Option<&StatusSink>) {
+    /// kind of call the delegation did not cover, each prefixed with `program` (the binary that
+    /// serves the gateway); `--json-status` gets the list.
+    pub fn finish(&self, program: &str, command_failed: bool, status: Option<&StatusSink>) {
         let stats = self.stats;
         if stats.notified > 0 {
             log::debug!(
@@ -521,7 +525,7 @@ impl Gateway {
         let names = EnumNames::for_running_kernel;
         if command_failed && !self.findings.is_empty() {
             for line in self.findings.lines(&self.allowed, names(), self.caps) {
-                eprintln!("token_userns_demo: {line}");
+                eprintln!("{program}: {line}");
             }
         }
         // Only a command that made such calls gets the event: one that made none has nothing

@@ -7,13 +7,15 @@
 //! - [`confine`]: what the command may not do as root of its namespaces (capabilities, the
 //!   seccomp filter, the covered cgroup2 mounts); [`cgroup`]: its resource limits; [`net`]:
 //!   interfaces, the veth and the test datagram;
-//! - [`gateway`]: the init's `bpf()` gateway for token-unaware loaders; [`learn`]: `--learn`,
-//!   the runs that find the least privilege a command needs;
+//! - [`gateway`]: the init's `bpf()` gateway for token-unaware loaders; [`exec`]: the same
+//!   gateway without the sandbox, for a bpffs someone else delegated (`token_exec`); [`learn`]:
+//!   `--learn`, the runs that find the least privilege a command needs;
 //! - [`status`]: `--json-status` events; [`preflight`]: `--check`.
 
 pub mod cgroup;
 pub mod channel;
 pub mod confine;
+pub mod exec;
 pub mod gateway;
 pub mod learn;
 pub mod net;

@@ -137,19 +137,11 @@ pub fn run_as_init(spec: &CommandSpec<'_>) -> Result<ChildExit, PidNsError> {
             }
         },
     };
-    let child = match spawn(spec, &resolved) {
+    let child = match spawn(spec.argv, spec.bpffs_path, &resolved) {
         Ok(child) => child,
         Err(err) => {
             crate::logging::error_line("token_userns_demo", &err);
-            // A shell's codes: 127 for a command not found, 126 for one that cannot run.
-            let code = match &err {
-                PidNsError::Exec { error, .. } if error.kind() == std::io::ErrorKind::NotFound => {
-                    127
-                }
-                PidNsError::Exec { .. } => 126,
-                _ => 1,
-            };
-            return Ok(ChildExit::Exited(code));
+            return Ok(ChildExit::Exited(err.start_exit_code()));
         }
     };
     log::debug!("command {program:?} is pid {child} in the PID namespace");
@@ -161,7 +153,11 @@ pub fn run_as_init(spec: &CommandSpec<'_>) -> Result<ChildExit, PidNsError> {
         }
     })?;
     if let Some(gateway) = &gateway {
-        gateway.finish(exit != ChildExit::Exited(0), spec.status);
+        gateway.finish(
+            "token_userns_demo",
+            exit != ChildExit::Exited(0),
+            spec.status,
+        );
     }
     if let Some(fd) = spec.call_log {
         crate::sandbox::learn::write_call_log(fd, gateway.as_ref().and_then(Gateway::call_log));
@@ -255,9 +251,10 @@ impl NotRunnable {
     }
 }
 
-fn spawn(spec: &CommandSpec<'_>, program: &Path) -> Result<Pid, PidNsError> {
-    let argv = spec.argv;
-    let bpffs_path = spec.bpffs_path;
+/// Starts `argv` (its program already resolved to `program`) as a child of this process, as
+/// [`run_as_init`] describes, with `LIBBPF_BPF_TOKEN_PATH` set to `bpffs_path`; `token_exec`
+/// starts its command this way too.
+pub fn spawn(argv: &[OsString], bpffs_path: &Path, program: &Path) -> Result<Pid, PidNsError> {
     let exec_error = |error| PidNsError::Exec {
         program: argv[0].to_string_lossy().into_owned(),
         error,
@@ -347,4 +344,16 @@ pub enum PidNsError {
     GatewayToken(TokenError),
     #[error("{0}")]
     Gateway(GatewayError),
+}
+
+impl PidNsError {
+    /// The exit status for a command that could not be started, as a shell gives it: 127 for
+    /// a program not found, 126 for one that cannot run, else 1.
+    pub fn start_exit_code(&self) -> i32 {
+        match self {
+            Self::Exec { error, .. } if error.kind() == std::io::ErrorKind::NotFound => 127,
+            Self::Exec { .. } => 126,
+            _ => 1,
+        }
+    }
 }
