@@ -16,14 +16,13 @@ use std::process::{Command, ExitCode};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use libtest_mimic::{Arguments, Failed, Trial};
 use support::{DEMO, Run, TRACE, run_command_clean, shared};
 
 const ROLE: &str = "--role";
 
 /// What the sandboxed runs need, readable by any user: this binary, the objects, token_trace.
 struct Programs {
-    dir: std::path::PathBuf,
+    files: support::ProgramDir,
     this: String,
     counter: String,
     tracing: String,
@@ -38,19 +37,10 @@ static TRACING_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/demo-tr
 impl Programs {
     fn get() -> &'static Self {
         PROGRAMS.get_or_init(|| {
-            use std::os::unix::fs::PermissionsExt as _;
-            let dir = std::env::temp_dir().join(format!("gateway-test-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).expect("create the programs' directory");
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-            let put = |name: &str, bytes: &[u8], mode: u32| -> String {
-                let path = dir.join(name);
-                std::fs::write(&path, bytes).expect("write a program");
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-                path.to_str().expect("utf-8 temp dir").to_owned()
-            };
-            let this = std::fs::read(std::env::current_exe().unwrap()).expect("read this binary");
+            let files = support::ProgramDir::new("gateway-test");
+            let put = |name: &str, bytes: &[u8], mode: u32| files.put(name, bytes, mode);
             Self {
-                this: put("gateway-roles", &this, 0o755),
+                this: files.put_this("gateway-roles"),
                 counter: put(
                     "counter.o",
                     bpf_token_launcher::counter::COUNTER_OBJECT,
@@ -58,7 +48,7 @@ impl Programs {
                 ),
                 tracing: put("tracing.o", TRACING_OBJECT, 0o644),
                 trace: put("token_trace", &std::fs::read(TRACE).unwrap(), 0o755),
-                dir,
+                files,
             }
         })
     }
@@ -69,7 +59,6 @@ fn main() -> ExitCode {
     if args.get(1).map(String::as_str) == Some(ROLE) {
         return roles::run(&args[2..]);
     }
-    let arguments = Arguments::from_args();
     let tests: &[(&str, fn())] = &[
         (
             "stock_aya_counts_a_datagram_through_the_gateway_and_gets_eperm_without_it",
@@ -120,26 +109,11 @@ fn main() -> ExitCode {
             calls_carrying_their_own_token_pass_untouched_and_no_call_costs_nothing,
         ),
     ];
-    let trials = tests
-        .iter()
-        .map(|&(name, test)| {
-            Trial::test(name, move || {
-                std::panic::catch_unwind(test).map_err(|panic| {
-                    let message = panic
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                        .unwrap_or_default();
-                    Failed::from(message)
-                })
-            })
-        })
-        .collect();
-    let conclusion = libtest_mimic::run(&arguments, trials);
-    if let Some(programs) = PROGRAMS.get() {
-        let _ = std::fs::remove_dir_all(&programs.dir);
-    }
-    conclusion.exit_code()
+    support::run_trials(tests, || {
+        if let Some(programs) = PROGRAMS.get() {
+            programs.files.remove();
+        }
+    })
 }
 
 /// `token_userns_demo OPTIONS -- <this binary> --role ROLE ARGS`, checked to leave nothing

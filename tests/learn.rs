@@ -10,19 +10,18 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::sync::OnceLock;
 
 use bpf_token_launcher::policy::{DelegateKind, Delegation, EnumNames, PolicyFile};
-use libtest_mimic::{Arguments, Failed, Trial};
 use support::{DEMO, Run, ScratchDir, TRACE, run_command_clean, shared};
 
 const ROLE: &str = "--role";
 
 /// What the sandboxed runs need, readable by any user.
 struct Programs {
-    dir: PathBuf,
+    files: support::ProgramDir,
     this: String,
     counter: String,
     trace: String,
@@ -33,26 +32,17 @@ static PROGRAMS: OnceLock<Programs> = OnceLock::new();
 impl Programs {
     fn get() -> &'static Self {
         PROGRAMS.get_or_init(|| {
-            use std::os::unix::fs::PermissionsExt as _;
-            let dir = std::env::temp_dir().join(format!("learn-test-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).expect("create the programs' directory");
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-            let put = |name: &str, bytes: &[u8], mode: u32| -> String {
-                let path = dir.join(name);
-                std::fs::write(&path, bytes).expect("write a program");
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-                path.to_str().expect("utf-8 temp dir").to_owned()
-            };
-            let this = std::fs::read(std::env::current_exe().unwrap()).expect("read this binary");
+            let files = support::ProgramDir::new("learn-test");
+            let put = |name: &str, bytes: &[u8], mode: u32| files.put(name, bytes, mode);
             Self {
-                this: put("learn-roles", &this, 0o755),
+                this: files.put_this("learn-roles"),
                 counter: put(
                     "counter.o",
                     bpf_token_launcher::counter::COUNTER_OBJECT,
                     0o644,
                 ),
                 trace: put("token_trace", &std::fs::read(TRACE).unwrap(), 0o755),
-                dir,
+                files,
             }
         })
     }
@@ -72,7 +62,6 @@ fn main() -> ExitCode {
     if args.get(1).map(String::as_str) == Some(ROLE) {
         return role(&args[2..]);
     }
-    let arguments = Arguments::from_args();
     let tests: &[(&str, fn())] = &[
         (
             "stock_aya_learns_and_minimizes_to_exactly_what_it_needs",
@@ -107,26 +96,11 @@ fn main() -> ExitCode {
             learning_without_the_gateway_is_an_error,
         ),
     ];
-    let trials = tests
-        .iter()
-        .map(|&(name, test)| {
-            Trial::test(name, move || {
-                std::panic::catch_unwind(test).map_err(|panic| {
-                    let message = panic
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                        .unwrap_or_default();
-                    Failed::from(message)
-                })
-            })
-        })
-        .collect();
-    let conclusion = libtest_mimic::run(&arguments, trials);
-    if let Some(programs) = PROGRAMS.get() {
-        let _ = std::fs::remove_dir_all(&programs.dir);
-    }
-    conclusion.exit_code()
+    support::run_trials(tests, || {
+        if let Some(programs) = PROGRAMS.get() {
+            programs.files.remove();
+        }
+    })
 }
 
 /// The program run in the sandbox: stock aya loading the XDP counter and counting one

@@ -17,7 +17,6 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bpf_token_launcher::diagnosis::Cause;
-use libtest_mimic::{Arguments, Failed, Trial};
 use support::{DEMO, Run, ScratchDir, assert_diagnosed, exclusive, run_command_clean, shared};
 
 const ROLE: &str = "--role";
@@ -26,7 +25,7 @@ const TOKEN_EXEC: &str = env!("CARGO_BIN_EXE_token_exec");
 /// What the sandboxed runs need, readable by any user: this binary, token_exec, the counter's
 /// object and a policy file.
 struct Programs {
-    dir: std::path::PathBuf,
+    files: support::ProgramDir,
     this: String,
     token_exec: String,
     counter: String,
@@ -48,19 +47,10 @@ attachs = "xdp:cgroup_inet_ingress"
 impl Programs {
     fn get() -> &'static Self {
         PROGRAMS.get_or_init(|| {
-            use std::os::unix::fs::PermissionsExt as _;
-            let dir = std::env::temp_dir().join(format!("token-exec-test-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).expect("create the programs' directory");
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-            let put = |name: &str, bytes: &[u8], mode: u32| -> String {
-                let path = dir.join(name);
-                std::fs::write(&path, bytes).expect("write a program");
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-                path.to_str().expect("utf-8 temp dir").to_owned()
-            };
-            let this = std::fs::read(std::env::current_exe().unwrap()).expect("read this binary");
+            let files = support::ProgramDir::new("token-exec-test");
+            let put = |name: &str, bytes: &[u8], mode: u32| files.put(name, bytes, mode);
             Self {
-                this: put("token-exec-roles", &this, 0o755),
+                this: files.put_this("token-exec-roles"),
                 token_exec: put("token_exec", &std::fs::read(TOKEN_EXEC).unwrap(), 0o755),
                 counter: put(
                     "counter.o",
@@ -68,7 +58,7 @@ impl Programs {
                     0o644,
                 ),
                 aya_policy: put("aya.toml", AYA_POLICY.as_bytes(), 0o644),
-                dir,
+                files,
             }
         })
     }
@@ -79,7 +69,6 @@ fn main() -> ExitCode {
     if args.get(1).map(String::as_str) == Some(ROLE) {
         return roles::run(&args[2..]);
     }
-    let arguments = Arguments::from_args();
     let tests: &[(&str, fn())] = &[
         (
             "nested_in_the_sandbox_stock_aya_counts_through_token_exec_and_gets_eperm_without_it",
@@ -118,26 +107,11 @@ fn main() -> ExitCode {
             orphans_are_not_waited_for_and_lose_the_gateway_with_token_exec,
         ),
     ];
-    let trials = tests
-        .iter()
-        .map(|&(name, test)| {
-            Trial::test(name, move || {
-                std::panic::catch_unwind(test).map_err(|panic| {
-                    let message = panic
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                        .unwrap_or_default();
-                    Failed::from(message)
-                })
-            })
-        })
-        .collect();
-    let conclusion = libtest_mimic::run(&arguments, trials);
-    if let Some(programs) = PROGRAMS.get() {
-        let _ = std::fs::remove_dir_all(&programs.dir);
-    }
-    conclusion.exit_code()
+    support::run_trials(tests, || {
+        if let Some(programs) = PROGRAMS.get() {
+            programs.files.remove();
+        }
+    })
 }
 
 /// `token_userns_demo OPTIONS -- COMMAND...`, checked to leave nothing behind.

@@ -411,3 +411,66 @@ pub fn run_with_status_fd(args: &[&str]) -> (Run, String) {
     std::fs::remove_file(&path).unwrap();
     (run, text)
 }
+
+/// A directory of programs and files the sandboxed runs need, readable by any mapped uid (the
+/// build directory may not be: a clone under /root, say).
+pub struct ProgramDir {
+    pub dir: std::path::PathBuf,
+}
+
+impl ProgramDir {
+    pub fn new(prefix: &str) -> Self {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the programs' directory");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Self { dir }
+    }
+
+    /// Writes `bytes` as `name` with `mode`; returns its path.
+    pub fn put(&self, name: &str, bytes: &[u8], mode: u32) -> String {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = self.dir.join(name);
+        std::fs::write(&path, bytes).expect("write a program");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path.to_str().expect("utf-8 temp dir").to_owned()
+    }
+
+    /// A copy of the running test binary (which plays roles in the sandbox).
+    pub fn put_this(&self, name: &str) -> String {
+        let this = std::fs::read(std::env::current_exe().unwrap()).expect("read this binary");
+        self.put(name, &this, 0o755)
+    }
+
+    pub fn remove(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `tests` with libtest-mimic (for the suites whose binary also plays roles in the
+/// sandbox, so they need their own `main`), each test's panic a failure; `cleanup` runs after.
+pub fn run_trials(
+    tests: &[(&'static str, fn())],
+    cleanup: impl FnOnce(),
+) -> std::process::ExitCode {
+    use libtest_mimic::{Arguments, Failed, Trial};
+    let arguments = Arguments::from_args();
+    let trials = tests
+        .iter()
+        .map(|&(name, test)| {
+            Trial::test(name, move || {
+                std::panic::catch_unwind(test).map_err(|panic| {
+                    let message = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                        .unwrap_or_default();
+                    Failed::from(message)
+                })
+            })
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&arguments, trials);
+    cleanup();
+    conclusion.exit_code()
+}
