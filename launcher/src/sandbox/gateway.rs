@@ -55,7 +55,11 @@
 //! allows only with CAP_PERFMON in the host's user namespace and so no token ever grants; they
 //! are explained like uncovered calls ([`crate::policy::calls::ProbeFindings`]). The call is
 //! always answered `CONTINUE` untouched: the kernel decides, as without the gateway. A command
-//! that never calls `perf_event_open` never stops for it.
+//! that never calls `perf_event_open` never stops for it: the filter only gains two compares
+//! (measured on the development VM, release build: `-- /bin/true` 3.45 ms median before and
+//! after; `dd bs=1` making 4 million other syscalls 541 ms and 540 ms, medians of 15). Each
+//! call costs its caller about 20-50 µs, plus the caller's name for the first probe event of
+//! each kind.
 //!
 //! For `--learn` ([`crate::sandbox::learn`]) the gateway also logs every call, those that carry
 //! a token of their own included, with its first callers' names ([`Gateway::log_calls`]).
