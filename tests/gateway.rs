@@ -2,7 +2,7 @@
 //! counts inside `token_userns_demo -- ...` and fails with EPERM under `--no-gateway`; the
 //! token reaches threads, survives nothing it should not (exec, a closed or reused descriptor
 //! number), callers killed mid-call and handler failures break nothing; uncovered calls are
-//! explained.
+//! explained, and so are the perf_event_open calls of tracing programs, which no token grants.
 //!
 //! The programs run in the sandbox are this test binary itself, run again with `--role NAME`
 //! (a copy every user can read, since the sandbox's host uid may not reach `target/`): the
@@ -107,6 +107,10 @@ fn main() -> ExitCode {
         (
             "calls_carrying_their_own_token_pass_untouched_and_no_call_costs_nothing",
             calls_carrying_their_own_token_pass_untouched_and_no_call_costs_nothing,
+        ),
+        (
+            "a_tracepoint_or_uprobe_perf_event_is_explained_and_left_to_the_kernel",
+            a_tracepoint_or_uprobe_perf_event_is_explained_and_left_to_the_kernel,
         ),
     ];
     support::run_trials(tests, || {
@@ -515,6 +519,101 @@ fn without_a_listener_the_command_runs_with_a_warning() {
     }
 }
 
+/// The id of a tracepoint, read on the host: tracefs is not mounted here and root-only where it
+/// is, so it is mounted in a mount namespace of its own that ends with the read.
+fn tracepoint_id(event: &str) -> String {
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -t tracefs nodev /sys/kernel/tracing && cat /sys/kernel/tracing/events/{event}/id"
+        ))
+        .output()
+        .expect("run unshare");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        out.status.success() && id.parse::<u64>().is_ok(),
+        "tracepoint id of {event}: {out:?}"
+    );
+    id
+}
+
+fn a_tracepoint_or_uprobe_perf_event_is_explained_and_left_to_the_kernel() {
+    let _host = shared();
+    let id = tracepoint_id("syscalls/sys_enter_getpid");
+    let uprobe = std::fs::read_to_string("/sys/bus/event_source/devices/uprobe/type")
+        .expect("this kernel's uprobe PMU");
+    let role = ["perf-events", &id, uprobe.trim()];
+    let programs = Programs::get();
+    let mut args = vec!["--json-status", "3", "--", &programs.this, ROLE];
+    args.extend(role);
+    let (run, events) = support::run_with_status_fd(&args);
+    // The kernel refuses both probe events (CAP_PERFMON in the host's user namespace) and
+    // allows counting the caller's own user-space time (perf_event_paranoid 2).
+    let results = "software: ok\ntracepoint: EACCES\nuprobe: EACCES\n";
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert_eq!(run.stdout, results, "{run:#?}");
+    let explained: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("perf_event_open of a"))
+        .collect();
+    assert_eq!(
+        explained.len(),
+        2,
+        "one line per kind, none for software\n{run:#?}"
+    );
+    assert!(
+        explained[0].starts_with(
+            "token_userns_demo: perf_event_open of a tracepoint event, by pid 2 (gateway-roles): a BPF token never grants this: the kernel checks CAP_PERFMON in the host's user namespace"
+        ) && explained[0].contains("perf_event_paranoid=")
+            && explained[0].contains("raw_tracepoint or tp_btf"),
+        "{}",
+        explained[0]
+    );
+    assert!(
+        explained[1].starts_with("token_userns_demo: perf_event_open of a uprobe event, by pid 2 (gateway-roles): a BPF token never grants this")
+            && explained[1].contains("uprobe.multi"),
+        "{}",
+        explained[1]
+    );
+    assert!(!run.stderr.contains("not covered"), "{run:#?}");
+    let gateway: serde_json::Value = events
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON"))
+        .find(|e| e["event"] == "gateway")
+        .unwrap_or_else(|| panic!("no gateway event in {events}"));
+    assert_eq!(gateway["perf_event_open"], 3, "{gateway}");
+    assert_eq!(gateway["notified"], 0, "{gateway}");
+    assert_eq!(gateway["never_granted"][0]["perf_event"], "tracepoint");
+    assert_eq!(gateway["never_granted"][1]["perf_event"], "uprobe");
+    assert_eq!(gateway["never_granted"][0]["pid"], 2);
+
+    // The gateway changes no result: the same without it, and nothing is explained.
+    let without = sandboxed(&["--no-gateway"], &role);
+    assert_eq!(without.code, Some(1), "{without:#?}");
+    assert_eq!(without.stdout, results, "{without:#?}");
+    assert!(
+        !without.stderr.contains("perf_event_open of a"),
+        "{without:#?}"
+    );
+
+    // -v says it as it happens, before the command reports its result.
+    let traced = sandboxed(&["-v"], &role);
+    assert_eq!(traced.stdout, results, "{traced:#?}");
+    let said = traced
+        .stderr
+        .find("gateway: perf_event_open of a tracepoint event, by pid 2 (gateway-roles)")
+        .unwrap_or_else(|| panic!("{traced:#?}"));
+    let failed = traced.stderr.find("role [").unwrap();
+    assert!(said < failed, "{traced:#?}");
+    assert!(
+        traced.stderr.contains(
+            "perf_event_open: no tracepoint, kprobe or uprobe event: passed on untouched"
+        ),
+        "{traced:#?}"
+    );
+}
+
 fn sandboxed_program(options: &[&str], command: &[&str]) -> Run {
     let mut run = Command::new(DEMO);
     run.args(options).arg("--").args(command);
@@ -587,6 +686,10 @@ mod roles {
             ["bad-attrs"] => bad_attrs(),
             ["socket-filter-probe"] => socket_filter_probe(),
             ["short-attr"] => short_attr(),
+            ["perf-events", tracepoint, uprobe] => perf_events(
+                tracepoint.parse().expect("a tracepoint id"),
+                uprobe.parse().expect("a PMU type"),
+            ),
             _ => Err(anyhow::anyhow!("unknown role {args:?}")),
         };
         let _ = std::io::stdout().flush();
@@ -920,5 +1023,53 @@ mod roles {
                 .map_or("created".to_owned(), |e| format!("{e:?}"))
         );
         anyhow::bail!("the short call could not use the token")
+    }
+
+    /// `perf_event_open(attr, 0, -1, -1, PERF_FLAG_FD_CLOEXEC)` on the caller itself, with a
+    /// version-1 attr (72 bytes): `perf_type`, `config`, the flag bits (at 40), `config1` and
+    /// `config2` (at 56 and 64).
+    fn perf_event_open(perf_type: u32, config: u64, flags: u64, extra: [u64; 2]) -> String {
+        let mut attr = [0u64; 9];
+        attr[0] = u64::from(perf_type) | 72 << 32;
+        attr[1] = config;
+        attr[5] = flags;
+        attr[7] = extra[0];
+        attr[8] = extra[1];
+        // SAFETY: the kernel reads the 72-byte attr (or fails with EFAULT).
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_perf_event_open,
+                attr.as_ptr(),
+                0,
+                -1,
+                -1,
+                8, // PERF_FLAG_FD_CLOEXEC
+            )
+        };
+        if ret < 0 {
+            format!("{:?}", Errno::last())
+        } else {
+            // SAFETY: a new descriptor from the kernel, owned by nobody else.
+            drop(unsafe { OwnedFd::from_raw_fd(ret as i32) });
+            "ok".to_owned()
+        }
+    }
+
+    /// A software event counting the caller's own user-space time (what perf_event_paranoid 2
+    /// allows anyone), then what attaching a tracepoint and a uprobe program opens: fails
+    /// (exit 1) when either probe event is refused.
+    fn perf_events(tracepoint: u64, uprobe: u32) -> anyhow::Result<()> {
+        const EXCLUDE_KERNEL_AND_HV: u64 = 1 << 5 | 1 << 6;
+        let path = c"/bin/true";
+        let software = perf_event_open(1, 0, EXCLUDE_KERNEL_AND_HV, [0, 0]);
+        let tracepoint = perf_event_open(2, tracepoint, 0, [0, 0]);
+        // A uprobe at offset 0 of /bin/true (config1 = path, config2 = offset; without
+        // CAP_PERFMON the kernel refuses before it reads either).
+        let uprobe = perf_event_open(uprobe, 0, 0, [path.as_ptr() as u64, 0]);
+        println!("software: {software}\ntracepoint: {tracepoint}\nuprobe: {uprobe}");
+        if tracepoint != "ok" || uprobe != "ok" {
+            anyhow::bail!("a probe event was refused");
+        }
+        Ok(())
     }
 }

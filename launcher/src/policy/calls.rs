@@ -561,5 +561,160 @@ pub fn with_items(delegation: &Delegation, items: &[PolicyItem]) -> Delegation {
     wider
 }
 
+/// `perf_event_attr.type` of a tracepoint event (`PERF_TYPE_TRACEPOINT`); the kprobe and uprobe
+/// PMUs have dynamic numbers ([`ProbePmus`]).
+pub const PERF_TYPE_TRACEPOINT: u32 = 2;
+
+/// How many bytes of a caller's `struct perf_event_attr` [`PerfProbe::decode`] reads: `type`
+/// (u32 at 0), `size` (u32 at 4), `config` (u64 at 8), the same on every ABI.
+pub const PERF_ATTR_READ: usize = 16;
+
+/// A `perf_event_open` event that a BPF token never grants in a sandbox: tracepoint, kprobe and
+/// uprobe programs attach through one (`PERF_EVENT_IOC_SET_BPF` or a perf-event link), and the
+/// kernel checks CAP_PERFMON for it in the initial user namespace, whatever the delegation: the
+/// kprobe and uprobe PMUs always (`perf_kprobe_event_init`, `perf_uprobe_event_init`), a
+/// tracepoint event when it counts in the kernel (`perf_allow_kernel` with
+/// `perf_event_paranoid` > 1) or on a whole CPU (`perf_allow_cpu`, > 0), as loaders open it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PerfProbe {
+    Tracepoint,
+    Kprobe,
+    Uprobe,
+}
+
+/// The type numbers the running kernel gave its kprobe and uprobe PMUs
+/// (`/sys/bus/event_source/devices/{kprobe,uprobe}/type`); `None` for a PMU it lacks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProbePmus {
+    pub kprobe: Option<u32>,
+    pub uprobe: Option<u32>,
+}
+
+impl PerfProbe {
+    /// The probe kind of an event from the first bytes of its `perf_event_attr` (at least
+    /// the 4 of `type`); `None` for every other event (software, hardware, breakpoints...).
+    pub fn decode(attr: &[u8], pmus: ProbePmus) -> Option<Self> {
+        let perf_type = u32::from_le_bytes(attr.get(..4)?.try_into().expect("4 bytes"));
+        match perf_type {
+            PERF_TYPE_TRACEPOINT => Some(Self::Tracepoint),
+            t if Some(t) == pmus.kprobe => Some(Self::Kprobe),
+            t if Some(t) == pmus.uprobe => Some(Self::Uprobe),
+            _ => None,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Tracepoint => "tracepoint",
+            Self::Kprobe => "kprobe",
+            Self::Uprobe => "uprobe",
+        }
+    }
+
+    /// What attaches the same programs through a BPF link, with no `perf_event_open`.
+    const fn instead(self) -> &'static str {
+        match self {
+            Self::Tracepoint => {
+                "attach tracepoint programs as raw_tracepoint or tp_btf programs instead (program type raw_tracepoint, or tracing with expected attach type trace_raw_tp), through BPF links, which the token covers"
+            }
+            Self::Uprobe => {
+                "attach uprobe programs as uprobe.multi instead (program type kprobe with expected attach type trace_uprobe_multi), through a BPF link, which the token covers"
+            }
+            Self::Kprobe => {
+                "attach kprobe programs as kprobe.multi instead where the kernel offers it (fprobe; program type kprobe with expected attach type trace_kprobe_multi), through a BPF link, which the token covers"
+            }
+        }
+    }
+}
+
+/// One kind of probe event seen in a run, with its first caller and a count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeFinding {
+    pub probe: PerfProbe,
+    pub first_caller: Caller,
+    pub calls: u32,
+}
+
+impl ProbeFinding {
+    /// One line: who asked, why no token helps, and what does. `paranoid` is
+    /// `perf_event_paranoid` when it could be read.
+    pub fn explain(&self, paranoid: Option<i32>, caps: CapsKept) -> String {
+        let count = if self.calls > 1 {
+            format!(" ({} such calls)", self.calls)
+        } else {
+            String::new()
+        };
+        let paranoid = paranoid.map_or_else(String::new, |n| format!(", perf_event_paranoid={n}"));
+        let check = match self.probe {
+            PerfProbe::Tracepoint => {
+                "the kernel checks CAP_PERFMON in the host's user namespace for a tracepoint event counting in the kernel or on a whole CPU, as a program attaches to it"
+            }
+            PerfProbe::Kprobe | PerfProbe::Uprobe => {
+                "the kernel checks CAP_PERFMON in the host's user namespace for every event of this PMU"
+            }
+        };
+        let mut line = format!(
+            "perf_event_open of a {} event, by {}{count}: a BPF token never grants this: {check} (EACCES in a sandbox{paranoid}); {}",
+            self.probe.name(),
+            self.first_caller,
+            self.probe.instead()
+        );
+        if !caps.perfmon && !caps.sys_admin {
+            let _ = write!(line, " (loading them needs CAP_PERFMON: {PERFMON_FLAG})");
+        }
+        line
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "perf_event": self.probe.name(),
+            "pid": self.first_caller.pid,
+            "comm": self.first_caller.comm,
+            "calls": self.calls,
+        })
+    }
+}
+
+/// The probe events seen in a run, one entry per kind, in the order first seen.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeFindings {
+    list: Vec<ProbeFinding>,
+}
+
+impl ProbeFindings {
+    /// Records one event; returns whether it is the first of its kind.
+    pub fn record(&mut self, probe: PerfProbe, caller: impl FnOnce() -> Caller) -> bool {
+        if let Some(seen) = self.list.iter_mut().find(|f| f.probe == probe) {
+            seen.calls = seen.calls.saturating_add(1);
+            return false;
+        }
+        self.list.push(ProbeFinding {
+            probe,
+            first_caller: caller(),
+            calls: 1,
+        });
+        true
+    }
+
+    pub fn contains(&self, probe: PerfProbe) -> bool {
+        self.list.iter().any(|f| f.probe == probe)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub fn lines(&self, paranoid: Option<i32>, caps: CapsKept) -> Vec<String> {
+        self.list
+            .iter()
+            .map(|f| f.explain(paranoid, caps))
+            .collect()
+    }
+
+    pub fn json(&self) -> Value {
+        Value::Array(self.list.iter().map(ProbeFinding::json).collect())
+    }
+}
+
 #[cfg(test)]
 mod tests;

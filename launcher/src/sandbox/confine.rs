@@ -288,6 +288,9 @@ mod abi {
     /// `unshare` and `clone`, whose first argument holds the namespace flags.
     pub const NATIVE_NS_FLAGS: &[u32] = &[272, 56, 0x4000_0000 | 272, 0x4000_0000 | 56];
     pub const COMPAT_NS_FLAGS: &[u32] = &[310, 120];
+    /// `perf_event_open` ("common": x32 shares it).
+    pub const NATIVE_PERF: &[u32] = &[298, 0x4000_0000 | 298];
+    pub const COMPAT_PERF: &[u32] = &[336];
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -306,6 +309,19 @@ mod abi {
     pub const COMPAT_CLONE3: &[u32] = &[435];
     pub const NATIVE_NS_FLAGS: &[u32] = &[97, 220];
     pub const COMPAT_NS_FLAGS: &[u32] = &[337, 120];
+    pub const NATIVE_PERF: &[u32] = &[241];
+    pub const COMPAT_PERF: &[u32] = &[364];
+}
+
+/// Whether a notified call (its `arch` and `nr`) is `perf_event_open`, which the filter
+/// notifies with the gateway only to explain what a token never grants.
+pub fn is_perf_event_open(arch: u32, nr: i32) -> bool {
+    let numbers = match arch {
+        abi::NATIVE_ARCH => abi::NATIVE_PERF,
+        abi::COMPAT_ARCH => abi::COMPAT_PERF,
+        _ => return false,
+    };
+    numbers.contains(&(nr as u32))
 }
 
 /// The `bpf()` commands the gateway sees ([`crate::sandbox::gateway`]): those that take a token.
@@ -317,8 +333,9 @@ pub const NOTIFIED_BPF_COMMANDS: [u32; 3] = [0, 5, 18];
 /// keyring, read its keys and plant keys that outlive the sandbox), and `unshare`/`clone` with
 /// [`DENIED_NAMESPACE_FLAGS`]; `clone3` gets ENOSYS; with `gateway`, `bpf()` with a command
 /// in [`NOTIFIED_BPF_COMMANDS`] (`BPF_MAP_CREATE`, `BPF_PROG_LOAD`, `BPF_BTF_LOAD`) waits for
-/// the gateway's answer (`SECCOMP_RET_USER_NOTIF`) on the same ABIs; everything else is
-/// allowed.
+/// the gateway's answer (`SECCOMP_RET_USER_NOTIF`) on the same ABIs, and so does every
+/// `perf_event_open` (the gateway only looks at it, to explain the tracepoint, kprobe and
+/// uprobe events no token grants, and lets it run as it is); everything else is allowed.
 ///
 /// The ioctl request and the bpf command are compared on their low 32 bits only, as the kernel
 /// reads them (`unsigned int cmd` in `tty_ioctl`, `int cmd` in `sys_bpf`): a filter comparing
@@ -335,6 +352,7 @@ pub fn command_filter(gateway: bool) -> Vec<seccomp::Instruction> {
     let notify = p.label();
     let check_ns_flags = p.label();
     let no_such_call = p.label();
+    // Numbers only the gateway's filter sends anywhere: without it they are allowed.
     let bpf_numbers = |numbers: &'static [u32]| if gateway { numbers } else { &[] };
     // Each ABI's syscall numbers and where they go.
     let dispatch = |p: &mut Program, table: &[(&[u32], Label)]| {
@@ -360,6 +378,7 @@ pub fn command_filter(gateway: bool) -> Vec<seccomp::Instruction> {
             (abi::X32_IOCTL, check_request),
             (bpf_numbers(abi::NATIVE_BPF), check_bpf),
             (bpf_numbers(abi::X32_BPF), check_bpf),
+            (bpf_numbers(abi::NATIVE_PERF), notify),
             (abi::NATIVE_KEYS, deny),
             (abi::NATIVE_CLONE3, no_such_call),
             (abi::NATIVE_NS_FLAGS, check_ns_flags),
@@ -375,6 +394,7 @@ pub fn command_filter(gateway: bool) -> Vec<seccomp::Instruction> {
         &[
             (abi::COMPAT_IOCTL, check_request),
             (bpf_numbers(abi::COMPAT_BPF), check_bpf),
+            (bpf_numbers(abi::COMPAT_PERF), notify),
             (abi::COMPAT_KEYS, deny),
             (abi::COMPAT_CLONE3, no_such_call),
             (abi::COMPAT_NS_FLAGS, check_ns_flags),
@@ -668,7 +688,7 @@ mod tests {
     }
 
     #[test]
-    fn token_taking_bpf_commands_go_to_the_gateway_on_every_abi() {
+    fn token_taking_bpf_commands_and_perf_event_open_go_to_the_gateway_on_every_abi() {
         let notify = seccomp::RET_USER_NOTIF;
         let abis = [
             (abi::NATIVE_ARCH, abi::NATIVE_BPF),
@@ -701,6 +721,33 @@ mod tests {
                 }
             }
         }
+        // perf_event_open: every call goes to the gateway, whatever its arguments; nothing
+        // without it; the ABIs' numbers are not mixed up.
+        for (arch, numbers) in [
+            (abi::NATIVE_ARCH, abi::NATIVE_PERF),
+            (abi::COMPAT_ARCH, abi::COMPAT_PERF),
+        ] {
+            for &nr in numbers {
+                for args in [[0; 6], [0x7fff_0000, 0, u64::MAX, u64::MAX, 8, 0]] {
+                    assert_eq!(decide_with(true, arch, nr, args), notify, "nr {nr}");
+                    assert_eq!(decide_with(false, arch, nr, args), RET_ALLOW, "nr {nr}");
+                }
+                assert!(is_perf_event_open(arch, nr as i32));
+            }
+        }
+        assert!(!is_perf_event_open(
+            abi::NATIVE_ARCH,
+            abi::NATIVE_BPF[0] as i32
+        ));
+        assert!(!is_perf_event_open(
+            abi::COMPAT_ARCH,
+            abi::NATIVE_PERF[0] as i32
+        ));
+        assert!(!is_perf_event_open(0x1234, abi::NATIVE_PERF[0] as i32));
+        assert_eq!(
+            decide_with(true, abi::COMPAT_ARCH, abi::NATIVE_PERF[0], [0; 6]),
+            RET_ALLOW
+        );
         // The bpf number of the other ABI is another syscall there.
         assert_eq!(
             decide_with(true, abi::COMPAT_ARCH, abi::NATIVE_BPF[0], [0; 6]),

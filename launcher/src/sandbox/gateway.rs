@@ -49,6 +49,18 @@
 //!   is the token: a loader that closed it, reused the number or `exec`ed (close-on-exec drops
 //!   it) gets the token again.
 //!
+//! The same filter also sends the gateway every `perf_event_open`, which it only looks at: the
+//! type of the event (`struct perf_event_attr`'s first field, read as the `bpf_attr` is) tells
+//! the tracepoint, kprobe and uprobe events that attach tracing programs, which the kernel
+//! allows only with CAP_PERFMON in the host's user namespace and so no token ever grants; they
+//! are explained like uncovered calls ([`crate::policy::calls::ProbeFindings`]). The call is
+//! always answered `CONTINUE` untouched: the kernel decides, as without the gateway. A command
+//! that never calls `perf_event_open` never stops for it: the filter only gains two compares
+//! (measured on the development VM, release build: `-- /bin/true` 3.45 ms median before and
+//! after; `dd bs=1` making 4 million other syscalls 541 ms and 540 ms, medians of 15). Each
+//! call costs its caller about 20-50 µs, plus the caller's name for the first probe event of
+//! each kind.
+//!
 //! For `--learn` ([`crate::sandbox::learn`]) the gateway also logs every call, those that carry
 //! a token of their own included, with its first callers' names ([`Gateway::log_calls`]).
 //!
@@ -71,10 +83,14 @@ use nix::unistd::Pid;
 use serde_json::json;
 
 use crate::bpf::token::Token;
-use crate::policy::calls::{ATTR_SIZE, BpfCall, Caller, Finding, Findings, TokenCommand};
+use crate::policy::calls::{
+    ATTR_SIZE, BpfCall, Caller, Finding, Findings, PERF_ATTR_READ, PerfProbe, ProbeFindings,
+    ProbePmus, TokenCommand,
+};
 use crate::policy::learn::CallLog;
 use crate::policy::risk::CapsKept;
 use crate::policy::{Delegation, EnumNames};
+use crate::sandbox::confine;
 use crate::sandbox::relay::Watch;
 use crate::sandbox::status::StatusSink;
 use crate::sys::seccomp::{self, Notification, RemoteFd};
@@ -102,6 +118,9 @@ pub enum Outcome {
     Failed { step: &'static str, error: SysError },
     /// The caller died before it could be answered.
     CallerGone,
+    /// A `perf_event_open`, looked at and passed on untouched: `probe` when it opens a
+    /// tracepoint, kprobe or uprobe event.
+    PerfEventOpen { probe: Option<PerfProbe> },
 }
 
 impl std::fmt::Display for Outcome {
@@ -119,6 +138,14 @@ impl std::fmt::Display for Outcome {
             Self::NotTokenCommand => f.write_str("takes no token: untouched"),
             Self::Failed { step, error } => write!(f, "{step}: {error}: passed on untouched"),
             Self::CallerGone => f.write_str("the caller died before the answer"),
+            Self::PerfEventOpen { probe: Some(probe) } => write!(
+                f,
+                "a {} event, which no token grants: passed on untouched",
+                probe.name()
+            ),
+            Self::PerfEventOpen { probe: None } => {
+                f.write_str("no tracepoint, kprobe or uprobe event: passed on untouched")
+            }
         }
     }
 }
@@ -134,7 +161,9 @@ pub struct GatewayStats {
     pub too_short: u64,
     pub failed: u64,
     pub callers_gone: u64,
-    /// From receiving each call to answering it, summed.
+    /// `perf_event_open` calls seen (not among `notified`, which counts `bpf()` calls).
+    pub perf_event_opens: u64,
+    /// From receiving each `bpf()` call to answering it, summed.
     pub busy: Duration,
     pub slowest: Duration,
 }
@@ -157,6 +186,12 @@ pub struct Gateway {
     /// The numbers the token was given at, most recent last.
     numbers: Vec<RemoteFd>,
     findings: Findings,
+    /// The kernel's kprobe and uprobe PMU numbers, read at start.
+    pmus: ProbePmus,
+    /// `kernel.perf_event_paranoid`, read at start, for the explanations.
+    paranoid: Option<i32>,
+    /// Tracepoint, kprobe and uprobe events the command tried to open.
+    probes: ProbeFindings,
     /// Every call, for `--learn` ([`Self::log_calls`]).
     log: Option<CallLog>,
     stats: GatewayStats,
@@ -189,6 +224,11 @@ impl Gateway {
             known: HashMap::new(),
             numbers: Vec::new(),
             findings: Findings::default(),
+            pmus: probe_pmus(),
+            paranoid: std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+                .ok()
+                .and_then(|text| text.trim().parse().ok()),
+            probes: ProbeFindings::default(),
             log: None,
             stats: GatewayStats::default(),
         })
@@ -218,6 +258,11 @@ impl Gateway {
         &self.findings
     }
 
+    /// The tracepoint, kprobe and uprobe events the command tried to open.
+    pub const fn probe_findings(&self) -> &ProbeFindings {
+        &self.probes
+    }
+
     pub const fn stats(&self) -> GatewayStats {
         self.stats
     }
@@ -238,6 +283,9 @@ impl Gateway {
 
     /// Handles one received call and answers it; `started` is when it was received.
     pub fn handle(&mut self, notification: &Notification, started: Instant) -> Outcome {
+        if confine::is_perf_event_open(notification.arch, notification.nr) {
+            return self.observe_perf_event_open(notification, started);
+        }
         let mut seen = Seen::default();
         let examined = self.examine(notification, &mut seen);
         let outcome = match examined {
@@ -296,7 +344,83 @@ impl Gateway {
             Outcome::NotTokenCommand => {}
             Outcome::Failed { .. } => stats.failed += 1,
             Outcome::CallerGone => stats.callers_gone += 1,
+            Outcome::PerfEventOpen { .. } => {}
         }
+    }
+
+    /// A `perf_event_open`: records a tracepoint, kprobe or uprobe event (no token grants
+    /// one) and lets the call run untouched, whatever was or could not be read.
+    fn observe_perf_event_open(
+        &mut self,
+        notification: &Notification,
+        started: Instant,
+    ) -> Outcome {
+        self.stats.perf_event_opens += 1;
+        let mut caller = None;
+        let mut naming = Duration::ZERO;
+        let probe = self.perf_probe(notification, &mut caller, &mut naming);
+        let outcome = self.answer(notification, Outcome::PerfEventOpen { probe });
+        if log::log_enabled!(log::Level::Debug) {
+            let spent = started.elapsed().saturating_sub(naming);
+            let who = caller.map_or_else(
+                || format!("pid {}", notification.pid),
+                |caller: Caller| caller.to_string(),
+            );
+            log::debug!(
+                "gateway: {who} perf_event_open: {outcome}, in {} µs (+{} µs naming the caller)",
+                spent.as_micros(),
+                naming.as_micros()
+            );
+        }
+        outcome
+    }
+
+    /// The probe kind of the event a `perf_event_open` call opens, recorded when the call is
+    /// still the caller's after reading; `None` for any other event or when nothing could be
+    /// read (the kernel's own copy will then fail or tell).
+    fn perf_probe(
+        &mut self,
+        notification: &Notification,
+        caller: &mut Option<Caller>,
+        naming: &mut Duration,
+    ) -> Option<PerfProbe> {
+        if notification.pid <= 0 {
+            return None;
+        }
+        let tid = Pid::from_raw(notification.pid);
+        let mut attr = [0u8; PERF_ATTR_READ];
+        let read = sys::process::read_memory(tid, notification.args[0], &mut attr).ok()?;
+        let probe = PerfProbe::decode(&attr[..read], self.pmus)?;
+        let debug = log::log_enabled!(log::Level::Debug);
+        let comm = if debug || !self.probes.contains(probe) {
+            let started = Instant::now();
+            let comm = self.proc_text_of(tid, "comm");
+            *naming = started.elapsed();
+            comm
+        } else {
+            None
+        };
+        // What was read is the caller's only if it still waits now.
+        seccomp::id_valid(self.listener.as_fd(), notification.id).ok()?;
+        let who = Caller {
+            pid: notification.pid,
+            comm,
+        };
+        *caller = Some(who.clone());
+        let first = self.probes.record(probe, || who.clone());
+        if debug {
+            let single = crate::policy::calls::ProbeFinding {
+                probe,
+                first_caller: who,
+                calls: 1,
+            };
+            log::debug!(
+                "gateway: {}{}",
+                single.explain(self.paranoid, self.caps),
+                if first { "" } else { " (seen before)" }
+            );
+        }
+        Some(probe)
     }
 
     fn examine(&mut self, notification: &Notification, seen: &mut Seen) -> Result<Outcome, Stop> {
@@ -522,7 +646,18 @@ impl Gateway {
         } else {
             log::debug!("gateway: no bpf() call to handle");
         }
+        if stats.perf_event_opens > 0 {
+            log::debug!(
+                "gateway: {} perf_event_open calls seen, passed on untouched",
+                stats.perf_event_opens
+            );
+        }
         let names = EnumNames::for_running_kernel;
+        if command_failed {
+            for line in self.probes.lines(self.paranoid, self.caps) {
+                eprintln!("{program}: {line}");
+            }
+        }
         if command_failed && !self.findings.is_empty() {
             for line in self.findings.lines(&self.allowed, names(), self.caps) {
                 eprintln!("{program}: {line}");
@@ -530,7 +665,7 @@ impl Gateway {
         }
         // Only a command that made such calls gets the event: one that made none has nothing
         // to report.
-        if let Some(status) = status.filter(|_| stats.notified > 0) {
+        if let Some(status) = status.filter(|_| stats.notified > 0 || stats.perf_event_opens > 0) {
             status.gateway(&json!({
                 "notified": stats.notified,
                 "patched": stats.patched,
@@ -541,6 +676,8 @@ impl Gateway {
                 "callers_gone": stats.callers_gone,
                 "busy_us": stats.busy.as_micros() as u64,
                 "uncovered_calls": self.findings.json(names()),
+                "perf_event_open": stats.perf_event_opens,
+                "never_granted": self.probes.json(),
             }));
         }
     }
@@ -553,6 +690,21 @@ impl Watch for Gateway {
 
     fn on_readable(&mut self) {
         self.handle_next();
+    }
+}
+
+/// The kernel's kprobe and uprobe PMU type numbers (given at registration, so they differ
+/// between kernels and boots), from sysfs. Read when the gateway starts, before the command
+/// runs, so nothing the command mounts changes what is read.
+fn probe_pmus() -> ProbePmus {
+    let read = |pmu: &str| {
+        std::fs::read_to_string(format!("/sys/bus/event_source/devices/{pmu}/type"))
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+    };
+    ProbePmus {
+        kprobe: read("kprobe"),
+        uprobe: read("uprobe"),
     }
 }
 

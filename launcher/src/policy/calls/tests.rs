@@ -370,3 +370,92 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn perf_events_are_classified_by_type_with_the_kernels_probe_pmus() {
+    let pmus = ProbePmus {
+        kprobe: None,
+        uprobe: Some(9),
+    };
+    let attr = |perf_type: u32, config: u64| {
+        let mut bytes = Attr::new(PERF_ATTR_READ).u32(0, perf_type).0;
+        bytes[8..16].copy_from_slice(&config.to_le_bytes());
+        bytes
+    };
+    assert_eq!(
+        PerfProbe::decode(&attr(2, 365), pmus),
+        Some(PerfProbe::Tracepoint)
+    );
+    assert_eq!(
+        PerfProbe::decode(&attr(9, 0), pmus),
+        Some(PerfProbe::Uprobe)
+    );
+    // Software (1: PERF_COUNT_SW_CPU_CLOCK is config 0), hardware (0), breakpoints (5), raw
+    // (4), and a type no PMU has: none is a probe, and an absent kprobe PMU matches nothing.
+    for perf_type in [0, 1, 4, 5, 6, u32::MAX] {
+        assert_eq!(
+            PerfProbe::decode(&attr(perf_type, 0), pmus),
+            None,
+            "{perf_type}"
+        );
+    }
+    let with_kprobe = ProbePmus {
+        kprobe: Some(6),
+        ..pmus
+    };
+    assert_eq!(
+        PerfProbe::decode(&attr(6, 0), with_kprobe),
+        Some(PerfProbe::Kprobe)
+    );
+    // Fewer bytes than `type`: nothing to say.
+    assert_eq!(PerfProbe::decode(&[2, 0], pmus), None);
+}
+
+#[test]
+fn probe_events_are_explained_once_per_kind_with_the_reason_and_the_link_to_use() {
+    let mut findings = ProbeFindings::default();
+    assert!(findings.is_empty());
+    let caller = |pid| {
+        move || Caller {
+            pid,
+            comm: Some("loader".into()),
+        }
+    };
+    assert!(findings.record(PerfProbe::Tracepoint, caller(2)));
+    assert!(!findings.record(PerfProbe::Tracepoint, caller(3)));
+    assert!(findings.record(PerfProbe::Uprobe, caller(4)));
+    assert!(findings.contains(PerfProbe::Uprobe));
+    assert!(!findings.contains(PerfProbe::Kprobe));
+    let lines = findings.lines(Some(2), CapsKept::DROPPED);
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(
+        lines[0].starts_with(
+            "perf_event_open of a tracepoint event, by pid 2 (loader) (2 such calls): a BPF token never grants this: the kernel checks CAP_PERFMON in the host's user namespace"
+        ) && lines[0].contains("(EACCES in a sandbox, perf_event_paranoid=2)")
+            && lines[0].contains("raw_tracepoint or tp_btf")
+            && lines[0].ends_with("(loading them needs CAP_PERFMON: --cap-add perfmon)"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].starts_with("perf_event_open of a uprobe event, by pid 4 (loader): ")
+            && lines[1].contains("uprobe.multi")
+            && lines[1].contains("trace_uprobe_multi"),
+        "{}",
+        lines[1]
+    );
+    // With CAP_PERFMON kept, no advice to keep it; without the sysctl, no number.
+    let kept = CapsKept {
+        perfmon: true,
+        sys_admin: false,
+    };
+    let line = &findings.lines(None, kept)[0];
+    assert!(
+        !line.contains("--cap-add") && line.contains("(EACCES in a sandbox)"),
+        "{line}"
+    );
+    let json = findings.json();
+    assert_eq!(json[0]["perf_event"], "tracepoint");
+    assert_eq!(json[0]["calls"], 2);
+    assert_eq!(json[1]["pid"], 4);
+}
