@@ -129,7 +129,7 @@ const LAUNCH_PHASES: [(&str, &str); 6] = [
         "sandbox child pid",
     ),
     (
-        "namespaces and id maps (user, mount, PID)",
+        "namespaces and id maps (user, mount, PID, IPC)",
         "setresgid(0)/setresuid(0)",
     ),
     (

@@ -186,10 +186,10 @@ pub struct Gateway {
     /// The numbers the token was given at, most recent last.
     numbers: Vec<RemoteFd>,
     findings: Findings,
-    /// The kernel's kprobe and uprobe PMU numbers, read at start.
-    pmus: ProbePmus,
-    /// `kernel.perf_event_paranoid`, read at start, for the explanations.
-    paranoid: Option<i32>,
+    /// The kernel's kprobe and uprobe PMU numbers, read at the first perf_event_open.
+    pmus: std::cell::OnceCell<ProbePmus>,
+    /// `kernel.perf_event_paranoid`, read when an explanation first needs it.
+    paranoid: std::cell::OnceCell<Option<i32>>,
     /// Tracepoint, kprobe and uprobe events the command tried to open.
     probes: ProbeFindings,
     /// Every call, for `--learn` ([`Self::log_calls`]).
@@ -224,10 +224,10 @@ impl Gateway {
             known: HashMap::new(),
             numbers: Vec::new(),
             findings: Findings::default(),
-            pmus: probe_pmus(),
-            paranoid: std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
-                .ok()
-                .and_then(|text| text.trim().parse().ok()),
+            // Read at the first perf_event_open, not here: sysfs lookups cost every launch
+            // ~0.1 ms for commands that never make that call.
+            pmus: std::cell::OnceCell::new(),
+            paranoid: std::cell::OnceCell::new(),
             probes: ProbeFindings::default(),
             log: None,
             stats: GatewayStats::default(),
@@ -247,6 +247,15 @@ impl Gateway {
 
     pub fn listener(&self) -> BorrowedFd<'_> {
         self.listener.as_fd()
+    }
+
+    /// `kernel.perf_event_paranoid`, read once when first needed.
+    fn paranoid(&self) -> Option<i32> {
+        *self.paranoid.get_or_init(|| {
+            std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+                .ok()
+                .and_then(|text| text.trim().parse().ok())
+        })
     }
 
     /// What the token allows.
@@ -390,7 +399,7 @@ impl Gateway {
         let tid = Pid::from_raw(notification.pid);
         let mut attr = [0u8; PERF_ATTR_READ];
         let read = sys::process::read_memory(tid, notification.args[0], &mut attr).ok()?;
-        let probe = PerfProbe::decode(&attr[..read], self.pmus)?;
+        let probe = PerfProbe::decode(&attr[..read], *self.pmus.get_or_init(probe_pmus))?;
         let debug = log::log_enabled!(log::Level::Debug);
         let comm = if debug || !self.probes.contains(probe) {
             let started = Instant::now();
@@ -416,7 +425,7 @@ impl Gateway {
             };
             log::debug!(
                 "gateway: {}{}",
-                single.explain(self.paranoid, self.caps),
+                single.explain(self.paranoid(), self.caps),
                 if first { "" } else { " (seen before)" }
             );
         }
@@ -654,7 +663,7 @@ impl Gateway {
         }
         let names = EnumNames::for_running_kernel;
         if command_failed {
-            for line in self.probes.lines(self.paranoid, self.caps) {
+            for line in self.probes.lines(self.paranoid(), self.caps) {
                 eprintln!("{program}: {line}");
             }
         }
