@@ -465,14 +465,17 @@ fn prepare(cli: Cli) -> Result<Prepared, String> {
     }
     close_inherited_descriptors(&cli.preserve_fd)?;
     let mut warnings = capabilities.warnings();
-    warnings.extend(kfunc_kernel_read_warning(&delegation));
-    // The --cap-add warning already says what keeping CAP_PERFMON grants.
-    warnings.extend(
-        risk_warnings
-            .iter()
-            .filter(|w| w.kind != WarningKind::KernelMemoryRead)
-            .map(ToString::to_string),
-    );
+    // What the delegation lets a command reach: the demo (no command) runs only our counter.
+    if !cli.command.is_empty() {
+        warnings.extend(kfunc_kernel_read_warning(&delegation));
+        // The --cap-add warning already says what keeping CAP_PERFMON grants.
+        warnings.extend(
+            risk_warnings
+                .iter()
+                .filter(|w| w.kind != WarningKind::KernelMemoryRead)
+                .map(ToString::to_string),
+        );
+    }
     warnings.extend(identity.warnings(cli.uid.is_some(), cli.gid.is_some()));
     let action = if cli.command.is_empty() {
         SandboxAction::Trace {
