@@ -64,6 +64,10 @@ fn main() -> ExitCode {
     }
     let tests: &[(&str, fn())] = &[
         (
+            "the_command_cannot_redirect_the_file_root_writes",
+            the_command_cannot_redirect_the_file_root_writes,
+        ),
+        (
             "stock_aya_learns_and_minimizes_to_exactly_what_it_needs",
             stock_aya_learns_and_minimizes_to_exactly_what_it_needs,
         ),
@@ -678,4 +682,52 @@ fn learning_without_the_gateway_is_an_error() {
     );
     assert!(!file.exists());
     assert_only_files(&scratch.0, &[]);
+}
+
+/// Found by review: the file is written by root after the command ran as the invoking user,
+/// who could swap a directory of the path for a symbolic link to a directory only root may
+/// write. The directory is opened before the run and the file created through it.
+fn the_command_cannot_redirect_the_file_root_writes() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let _host = shared();
+    let base = support::ScratchDir::new("learn", "redirect");
+    let dir = base.0.join("d");
+    let moved = base.0.join("d.old");
+    let target = base.0.join("root-only");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(23456), Some(23456)).unwrap();
+    std::fs::create_dir(&target).unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let file = dir.join("policy.toml");
+    let script = format!(
+        "{} >/dev/null && mv {} {} && ln -s {} {}",
+        Programs::get().trace,
+        dir.display(),
+        moved.display(),
+        target.display(),
+        dir.display()
+    );
+    let run = demo(
+        &[
+            "--uid",
+            "23456",
+            "--gid",
+            "23456",
+            "--learn",
+            file.to_str().unwrap(),
+        ],
+        &["sh".to_owned(), "-c".to_owned(), script],
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(
+        !target.join("policy.toml").exists(),
+        "root wrote through the command's symbolic link: {run:#?}"
+    );
+    let written = moved.join("policy.toml");
+    let meta = std::fs::metadata(&written).unwrap_or_else(|e| panic!("{e}: {run:#?}"));
+    assert_eq!(
+        meta.uid(),
+        23456,
+        "the file belongs to the directory's owner"
+    );
 }

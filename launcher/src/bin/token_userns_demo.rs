@@ -463,7 +463,10 @@ fn prepare(cli: Cli) -> Result<Prepared, String> {
     for &fd in &cli.preserve_fd {
         preserve(fd, cli.json_status)?;
     }
-    close_inherited_descriptors(&cli.preserve_fd)?;
+    // The --learn directory was opened above, to be written through later: it stays.
+    let mut keep = cli.preserve_fd.clone();
+    keep.extend(destination.as_ref().map(PolicyDestination::directory_fd));
+    close_inherited_descriptors(&keep)?;
     let mut warnings = capabilities.warnings();
     // What the delegation lets a command reach: the demo (no command) runs only our counter.
     if !cli.command.is_empty() {

@@ -302,6 +302,10 @@ pub struct SandboxCgroup {
     /// the sandbox child, only closes its descriptors).
     creator: Pid,
     keeper: Option<Keeper>,
+    /// False in a forked copy told so with [`Self::disarm`]: the pid alone cannot tell, since a
+    /// supervisor that is PID 1 of its own namespace has the same pid as the sandbox child,
+    /// PID 1 of the new one.
+    armed: bool,
 }
 
 #[derive(Debug)]
@@ -341,6 +345,7 @@ impl SandboxCgroup {
             limits: limits.clone(),
             members: Vec::with_capacity(targets.len()),
             creator: nix::unistd::getpid(),
+            armed: true,
             keeper: None,
         };
         let name = format!("tkn-{}", std::process::id());
@@ -528,9 +533,16 @@ impl SandboxCgroup {
     }
 }
 
+impl SandboxCgroup {
+    /// In a forked copy (the sandbox child): drops this value closing its descriptors only.
+    pub fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
 impl Drop for SandboxCgroup {
     fn drop(&mut self) {
-        if nix::unistd::getpid() != self.creator {
+        if !self.armed || nix::unistd::getpid() != self.creator {
             // A forked copy (the sandbox child): closing the descriptors is all it may do.
             return;
         }
@@ -796,9 +808,12 @@ fn kill_all(path: &Path, version: Version) {
         let Ok(procs) = std::fs::read_to_string(path.join("cgroup.procs")) else {
             return;
         };
+        // A task of another pid namespace is listed as 0, and kill(0) would signal our own
+        // process group: only positive pids.
         let pids: Vec<i32> = procs
             .split_whitespace()
             .filter_map(|p| p.parse().ok())
+            .filter(|pid| *pid > 0)
             .collect();
         if pids.is_empty() {
             return;

@@ -703,8 +703,9 @@ impl Watch for Gateway {
 }
 
 /// The kernel's kprobe and uprobe PMU type numbers (given at registration, so they differ
-/// between kernels and boots), from sysfs. Read when the gateway starts, before the command
-/// runs, so nothing the command mounts changes what is read.
+/// between kernels and boots), from sysfs. Read at the first perf_event_open: the command
+/// could mount over /sys by then only if it kept CAP_SYS_ADMIN, and the numbers only choose
+/// which explanation it gets.
 fn probe_pmus() -> ProbePmus {
     let read = |pmu: &str| {
         std::fs::read_to_string(format!("/sys/bus/event_source/devices/{pmu}/type"))

@@ -709,10 +709,16 @@ fn shell_words(argv: &[OsString]) -> String {
 }
 
 /// Where `--learn` writes its file, checked before anything runs.
+///
+/// The directory is opened once, at the check, and the file is created and renamed through
+/// that descriptor: the command runs in between as the invoking user (`$SUDO_UID`), who could
+/// otherwise swap a directory of the path for a symbolic link and make root write the file
+/// wherever the link points.
 #[derive(Debug, Clone)]
 pub struct PolicyDestination {
     path: PathBuf,
     dir: PathBuf,
+    dir_fd: Arc<OwnedFd>,
 }
 
 impl PolicyDestination {
@@ -745,19 +751,28 @@ impl PolicyDestination {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
             _ => PathBuf::from("."),
         };
+        let dir_fd = nix::fcntl::open(
+            &dir,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| format!("--learn {shown}: opening {}: {e}", dir.display()))?;
         let destination = Self {
             path: path.to_owned(),
             dir,
+            dir_fd: Arc::new(dir_fd),
         };
-        let scratch = destination.scratch_path(name);
-        let created = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&scratch);
-        match created {
+        let scratch = Self::scratch_name(name);
+        match destination.create(&scratch) {
             Ok(file) => {
                 drop(file);
-                let _ = std::fs::remove_file(&scratch);
+                let _ = nix::unistd::unlinkat(
+                    destination.dir_fd.as_fd(),
+                    scratch.as_os_str(),
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                );
                 Ok(destination)
             }
             Err(e) => Err(format!(
@@ -767,36 +782,67 @@ impl PolicyDestination {
         }
     }
 
-    fn scratch_path(&self, name: &std::ffi::OsStr) -> PathBuf {
+    fn scratch_name(name: &std::ffi::OsStr) -> OsString {
         let mut scratch = OsString::from(".");
         scratch.push(name);
         scratch.push(format!(".learn-{}", std::process::id()));
-        self.dir.join(scratch)
+        scratch
+    }
+
+    /// A new file in the checked directory, never through a link.
+    fn create(&self, name: &std::ffi::OsStr) -> std::io::Result<File> {
+        use nix::fcntl::OFlag;
+        let fd = nix::fcntl::openat(
+            self.dir_fd.as_fd(),
+            name,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )?;
+        Ok(File::from(fd))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The number of the directory's descriptor (for a caller closing every other one).
+    pub fn directory_fd(&self) -> i32 {
+        use std::os::fd::AsRawFd as _;
+        self.dir_fd.as_raw_fd()
+    }
+
     /// Writes `text` to a new file next to the destination and renames it over the
     /// destination, so the file is never seen half-written and a symbolic link put there
     /// meanwhile is replaced, not followed.
+    ///
+    /// The file belongs to the directory's owner (root runs this; the file is the user's).
     pub fn write(&self, text: &str) -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let scratch = self.scratch_path(self.path.file_name().unwrap_or_default());
+        let name = self.path.file_name().unwrap_or_default();
+        let scratch = Self::scratch_name(name);
         let result = (|| {
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o644)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(&scratch)?;
+            let mut file = self.create(&scratch)?;
             file.write_all(text.as_bytes())?;
+            let owner = nix::sys::stat::fstat(self.dir_fd.as_fd())?;
+            nix::unistd::fchown(
+                file.as_fd(),
+                Some(nix::unistd::Uid::from_raw(owner.st_uid)),
+                Some(nix::unistd::Gid::from_raw(owner.st_gid)),
+            )?;
             file.sync_all()?;
-            std::fs::rename(&scratch, &self.path)
+            nix::fcntl::renameat(
+                self.dir_fd.as_fd(),
+                scratch.as_os_str(),
+                self.dir_fd.as_fd(),
+                name,
+            )?;
+            Ok(())
         })();
         if result.is_err() {
-            let _ = std::fs::remove_file(&scratch);
+            let _ = nix::unistd::unlinkat(
+                self.dir_fd.as_fd(),
+                scratch.as_os_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
         }
         result
     }

@@ -184,7 +184,9 @@ pub fn run(options: &SupervisorOptions) -> Result<ChildExit, SupervisorError> {
         ForkResult::Child => {
             // The copy only closes its descriptors (the keeper then waits for the supervisor
             // alone); the supervisor's value removes the cgroups.
-            drop(cgroup);
+            if let Some(cgroup) = cgroup {
+                cgroup.disarm();
+            }
             if let SandboxAction::Probe { stderr } = &options.action {
                 // Best effort: if it fails, the messages reach the caller's stderr instead.
                 let _ = nix::unistd::dup2_stderr(stderr.as_fd());

@@ -313,13 +313,20 @@ fn listener_ioctl(
     arg: *mut libc::c_void,
     call: &'static str,
 ) -> Result<libc::c_int, SysError> {
-    // SAFETY: every caller passes the argument the request is defined with (a struct alive for
-    // the call, or a plain value).
-    let ret = unsafe { libc::ioctl(listener.as_raw_fd(), request, arg) };
-    if ret < 0 {
-        Err(SysError::last(call))
-    } else {
-        Ok(ret)
+    loop {
+        // SAFETY: every caller passes the argument the request is defined with (a struct alive
+        // for the call, or a plain value).
+        let ret = unsafe { libc::ioctl(listener.as_raw_fd(), request, arg) };
+        if ret >= 0 {
+            return Ok(ret);
+        }
+        // The listener's ioctls wait for the filter's lock and can be interrupted (token_exec
+        // can be stopped and continued): an interrupted answer must be given again, or the
+        // caller waits for ever; only ENOENT means the caller is gone.
+        let error = SysError::last(call);
+        if error.errno != Errno::EINTR {
+            return Err(error);
+        }
     }
 }
 
