@@ -758,7 +758,12 @@ impl PolicyDestination {
                 | nix::fcntl::OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
         )
-        .map_err(|e| format!("--learn {shown}: opening {}: {e}", dir.display()))?;
+        .map_err(|e| {
+            format!(
+                "--learn {shown}: cannot write a file in {} ({e})",
+                dir.display()
+            )
+        })?;
         let destination = Self {
             path: path.to_owned(),
             dir,
