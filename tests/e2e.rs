@@ -463,3 +463,48 @@ fn the_supervisor_creates_a_superblock_only_from_a_bpf_context() {
         "{err}"
     );
 }
+
+#[test]
+fn print_policy_formats_carry_the_delegation_to_a_policy_file_and_other_tools() {
+    let _host = shared();
+    let policy = [
+        "--delegate-maps",
+        "array:ringbuf",
+        "--delegate-progs",
+        "xdp:socket_filter",
+        "--delegate-attachs",
+        "xdp:cgroup_inet_ingress",
+    ];
+    fn print<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = extra.to_vec();
+        args.extend(["--print-policy", "--format"]);
+        args
+    }
+    let flags = run_clean(DEMO, &[&print(&policy)[..], &["flags"]].concat());
+    assert_eq!(flags.code, Some(0), "{flags:#?}");
+    let toml = run_clean(DEMO, &[&print(&policy)[..], &["toml"]].concat());
+    let file = std::env::temp_dir().join(format!("token-format-{}.toml", std::process::id()));
+    std::fs::write(&file, &toml.stdout).unwrap();
+    let back = run_clean(
+        DEMO,
+        &[
+            &print(&["--policy", file.to_str().unwrap()])[..],
+            &["flags"],
+        ]
+        .concat(),
+    );
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(
+        back.stdout, flags.stdout,
+        "the toml format reads back: {toml:#?} {back:#?}"
+    );
+    let systemd = run_clean(DEMO, &[&print(&policy)[..], &["systemd"]].concat());
+    assert!(
+        systemd
+            .stdout
+            .contains("BPFDelegateMaps=BPFMapTypeArray,BPFMapTypeRingbuf\n"),
+        "{systemd:#?}"
+    );
+    let bad = run_clean(DEMO, &["--print-policy", "--format", "yaml"]);
+    assert_eq!(bad.code, Some(2), "{bad:#?}");
+}

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use bpf_token_launcher::bpf::inventory;
 use bpf_token_launcher::counter::{self, TraceOptions};
 use bpf_token_launcher::logging;
-use bpf_token_launcher::policy::report::PolicyReport;
+use bpf_token_launcher::policy::report::{Format, PolicyReport};
 use bpf_token_launcher::policy::risk::CapsKept;
 use bpf_token_launcher::policy::{self, EnumNames};
 use bpf_token_launcher::sys::file::read_untrusted_file;
@@ -46,6 +46,14 @@ struct Cli {
     /// With --list or --print-policy: print JSON
     #[arg(long)]
     json: bool,
+    /// With --print-policy: text, flags, toml (a --policy file), systemd, lxd, incus or json
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        requires = "print_policy",
+        conflicts_with = "json"
+    )]
+    format: Option<Format>,
     /// Trace every step on stderr (repeat for more)
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
     verbose: u8,
@@ -62,7 +70,12 @@ fn main() -> ExitCode {
         return list(cli.json);
     }
     if let Some(object) = &cli.print_policy {
-        return print_policy(object, cli.json);
+        let format = if cli.json {
+            Format::Json
+        } else {
+            cli.format.unwrap_or_default()
+        };
+        return print_policy(object, format);
     }
     let options = TraceOptions {
         token_path: cli.token_path.unwrap_or_else(counter::default_token_path),
@@ -103,7 +116,7 @@ fn list(json: bool) -> ExitCode {
     print_or_exit(&text)
 }
 
-fn print_policy(object: &Path, json: bool) -> ExitCode {
+fn print_policy(object: &Path, format: Format) -> ExitCode {
     let names = EnumNames::for_running_kernel();
     let delegation = match read_untrusted_file(object, MAX_OBJECT_LEN)
         .map_err(|e| e.kind.to_string())
@@ -117,11 +130,7 @@ fn print_policy(object: &Path, json: bool) -> ExitCode {
     };
     // As token_userns_demo runs a command by default: without CAP_PERFMON and CAP_SYS_ADMIN.
     let report = PolicyReport::new(&delegation, CapsKept::DROPPED, names, Some(object));
-    let text = if json {
-        format!("{}\n", report.json())
-    } else {
-        report.text()
-    };
+    let text = report.render(format, names);
     print_or_exit(&text)
 }
 

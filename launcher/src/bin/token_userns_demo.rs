@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use std::os::unix::ffi::OsStrExt as _;
 
-use bpf_token_launcher::policy::report::PolicyReport;
+use bpf_token_launcher::policy::report::{Format, PolicyReport};
 use bpf_token_launcher::policy::risk::{self, WarningKind};
 use bpf_token_launcher::policy::{self, DelegateKind, Delegation, EnumNames, PolicyFile};
 use bpf_token_launcher::sandbox::confine::CapabilityChoice;
@@ -131,6 +131,14 @@ struct Cli {
     /// With --check or --print-policy: print one JSON object
     #[arg(long)]
     json: bool,
+    /// With --print-policy: text, flags, toml (a --policy file), systemd, lxd, incus or json
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        requires = "print_policy",
+        conflicts_with = "json"
+    )]
+    format: Option<Format>,
     /// Give the command back a capability it loses by default (perfmon, sys_admin): either one
     /// lets it read kernel memory and trace host processes through the token; repeatable
     #[arg(long = "cap-add", value_name = "CAP")]
@@ -345,19 +353,11 @@ fn main() -> ExitCode {
         Ok(Prepared::PrintPolicy {
             delegation,
             capabilities,
-            json,
+            format,
         }) => {
-            let report = PolicyReport::new(
-                &delegation,
-                capabilities.caps_kept(),
-                EnumNames::for_running_kernel(),
-                None,
-            );
-            let text = if json {
-                format!("{}\n", report.json())
-            } else {
-                report.text()
-            };
+            let names = EnumNames::for_running_kernel();
+            let report = PolicyReport::new(&delegation, capabilities.caps_kept(), names, None);
+            let text = report.render(format, names);
             match logging::write_stdout(&text) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => ExitCode::from(logging::stdout_failure("token_userns_demo", &error)),
@@ -388,7 +388,7 @@ enum Prepared {
     PrintPolicy {
         delegation: Delegation,
         capabilities: CapabilityChoice,
-        json: bool,
+        format: Format,
     },
 }
 
@@ -421,7 +421,11 @@ fn prepare(cli: Cli) -> Result<Prepared, String> {
         return Ok(Prepared::PrintPolicy {
             delegation,
             capabilities,
-            json: cli.json,
+            format: if cli.json {
+                Format::Json
+            } else {
+                cli.format.unwrap_or_default()
+            },
         });
     }
     // Program types that need CAP_PERFMON are refused unless the command keeps it; other
