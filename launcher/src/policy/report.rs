@@ -199,8 +199,8 @@ mod tests {
         fn incus_key(kind: DelegateKind) -> String {
             format!("security.bpffs.{}=", kind.option())
         }
-        let cases: [(Format, fn(DelegateKind) -> String); 2] =
-            [(Format::Lxd, lxd_key), (Format::Incus, incus_key)];
+        type KeyOf = fn(DelegateKind) -> String;
+        let cases: [(Format, KeyOf); 2] = [(Format::Lxd, lxd_key), (Format::Incus, incus_key)];
         for (format, key_of) in cases {
             let text = report(&delegation, &names).render(format, &names);
             let mut back = Delegation::default();
