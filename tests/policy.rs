@@ -341,3 +341,58 @@ fn print_policy_json_classifies_the_delegation() {
         "{risk:#}"
     );
 }
+
+#[test]
+fn libbpf_and_systemd_names_become_the_kernels_names() {
+    let _host = shared();
+    let run = run_clean(
+        DEMO,
+        &[
+            "-v",
+            "--delegate-progs",
+            "tc",
+            "--delegate-attachs",
+            "fentry:tcx/ingress",
+            "--print-policy",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(
+        run.stdout.contains("delegate_progs=sched_cls\n")
+            && run
+                .stdout
+                .contains("delegate_attachs=trace_fentry:tcx_ingress\n"),
+        "{run:#?}"
+    );
+    assert!(
+        run.stderr
+            .contains("delegate_progs: `tc` is libbpf's section name for sched_cls"),
+        "{run:#?}"
+    );
+    let file = temp_file(
+        "systemd-names.toml",
+        b"cmds = \"BPFMapCreate,BPFProgLoad,BPFBtfLoad\"\nmaps = [\"BPFMapTypeArray\"]\nprogs = \"bpfprogtypexdp\"\nattachs = [\"BPFXdp\"]\n",
+    );
+    let run = run_clean(
+        DEMO,
+        &["--policy", file.to_str().unwrap(), "--print-policy"],
+    );
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(
+        run.stdout.starts_with(
+            "delegate_cmds=map_create:prog_load:btf_load\n\
+             delegate_maps=array\n\
+             delegate_progs=xdp\n\
+             delegate_attachs=xdp\n"
+        ),
+        "{run:#?}"
+    );
+    let run = run_clean(DEMO, &["--delegate-attachs", "tcx", "--print-policy"]);
+    assert_eq!(run.code, Some(2), "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("did you mean one of `tcx_ingress`, `tcx_egress`?"),
+        "{run:#?}"
+    );
+}

@@ -69,7 +69,7 @@ pub fn incus(delegation: &Delegation, names: &EnumNames) -> Vec<String> {
         .collect()
 }
 
-const fn systemd_key(kind: DelegateKind) -> &'static str {
+pub(super) const fn systemd_key(kind: DelegateKind) -> &'static str {
     match kind {
         DelegateKind::Cmds => "BPFDelegateCommands",
         DelegateKind::Maps => "BPFDelegateMaps",
@@ -110,7 +110,7 @@ fn list(
 }
 
 /// `xdp` as a program type → `BPF_PROG_TYPE_XDP` → `BPFProgTypeXdp`.
-fn systemd_name(kind: DelegateKind, name: &str) -> String {
+pub(super) fn systemd_name(kind: DelegateKind, name: &str) -> String {
     let constant = format!("{}{}", kind.kernel_prefix(), name.to_ascii_uppercase());
     let mut words = constant.split('_');
     let mut spelt = words.next().unwrap_or_default().to_owned();

@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+mod aliases;
 mod builtin;
 pub mod calls;
 pub mod export;
@@ -17,9 +18,10 @@ mod names;
 pub mod report;
 pub mod risk;
 
+pub use aliases::AliasOrigin;
 pub use file::{AnnotatedEntry, AnnotatedPolicy, PolicyFile, PolicyFileError};
 pub use from_object::{ObjectPolicyError, least_privilege, least_privilege_for_elf};
-pub use names::{EnumNames, NameSource};
+pub use names::{EnumNames, NameSource, Resolved};
 
 /// One of the four `delegate_*` options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -10,8 +10,19 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use super::{DelegateKind, Mask, PolicyError, builtin};
+use super::aliases::{self, AliasOrigin};
+use super::{DelegateKind, Mask, PolicyError, builtin, export};
 use crate::bpf::btf;
+
+/// What one name given by the user stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resolved<'a> {
+    pub value: u32,
+    /// The kernel's name for the value (lowercase, no prefix).
+    pub kernel_name: &'a str,
+    /// `None` for a kernel name, else the tool whose name it is.
+    pub alias: Option<AliasOrigin>,
+}
 
 /// Where [`EnumNames`] got its names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,21 +137,44 @@ impl EnumNames {
         })
     }
 
-    /// The value of a name, case-insensitive, with or without the kernel prefix.
+    /// The value of a kernel name, case-insensitive, with or without the kernel prefix.
     pub fn value_of(&self, kind: DelegateKind, name: &str) -> Option<u32> {
+        self.kernel_entry(kind, name).map(|(_, v)| v)
+    }
+
+    fn kernel_entry(&self, kind: DelegateKind, name: &str) -> Option<(&str, u32)> {
         let lower = name.to_ascii_lowercase();
         let prefix = kind.kernel_prefix().to_ascii_lowercase();
         let bare = lower.strip_prefix(&prefix).unwrap_or(&lower);
-        let find = |n: &str| {
-            self.table(kind)
-                .entries
-                .iter()
-                .find(|(entry, _)| entry == n)
-                .map(|(_, v)| *v)
-        };
+        let find = |n: &str| self.entries(kind).find(|(entry, _)| *entry == n);
         // `BPF_XDP` is the attach type `xdp`, but a name could also start with the prefix's
         // letters by chance: try the name as given too.
         find(bare).or_else(|| find(&lower))
+    }
+
+    /// A name in any form this parser takes: the kernel's (as [`Self::value_of`]), systemd's
+    /// (`BPFProgTypeXdp`, any case) or libbpf's section name where it means one value of this
+    /// set (`tc` is `sched_cls`; `fentry` is `tracing` as a program type and `trace_fentry` as
+    /// an attach type). Kernel names win over the others.
+    pub fn resolve(&self, kind: DelegateKind, name: &str) -> Option<Resolved<'_>> {
+        let found = |(kernel_name, value), alias| Resolved {
+            value,
+            kernel_name,
+            alias,
+        };
+        if let Some(entry) = self.kernel_entry(kind, name) {
+            return Some(found(entry, None));
+        }
+        let lower = name.to_ascii_lowercase();
+        if looks_like_systemd(&lower) {
+            return self
+                .entries(kind)
+                .find(|(entry, _)| export::systemd_name(kind, entry).eq_ignore_ascii_case(name))
+                .map(|entry| found(entry, Some(AliasOrigin::Systemd)));
+        }
+        let kernel_name = aliases::libbpf(kind, &lower)?;
+        self.kernel_entry(kind, kernel_name)
+            .map(|entry| found(entry, Some(AliasOrigin::Libbpf)))
     }
 
     /// The first name of a value, in enum order (the one the kernel prints).
@@ -182,7 +216,16 @@ impl EnumNames {
             }
             if item.eq_ignore_ascii_case("any") {
                 mask = Mask::ANY;
-            } else if let Some(value) = self.value_of(kind, item) {
+            } else if let Some(resolved) = self.resolve(kind, item) {
+                let value = resolved.value;
+                if let Some(origin) = resolved.alias {
+                    log::debug!(
+                        "{}: `{item}` is {} for {}",
+                        kind.option(),
+                        origin.describe(),
+                        resolved.kernel_name
+                    );
+                }
                 if value >= 64 {
                     return Err(PolicyError::OutOfRange {
                         kind,
@@ -312,28 +355,56 @@ impl EnumNames {
         }
     }
 
-    /// The closest valid names to a misspelt one.
+    /// The closest valid names to a misspelt one: kernel and libbpf names, or systemd's for a
+    /// name in systemd's spelling. A libbpf prefix that means several values of this set
+    /// (`tcx` as an attach type) suggests them all.
     fn suggest(&self, kind: DelegateKind, item: &str) -> Vec<String> {
         let lower = item.to_ascii_lowercase();
-        let prefix = kind.kernel_prefix().to_ascii_lowercase();
-        let bare = lower.strip_prefix(&prefix).unwrap_or(&lower);
-        let mut scored: Vec<(usize, &str)> = self
-            .table(kind)
-            .entries
+        let choices: Vec<String> = aliases::libbpf_choices(kind, &lower)
             .iter()
-            .map(|(name, _)| (edit_distance(bare, name), name.as_str()))
+            .filter(|name| self.kernel_entry(kind, name).is_some())
+            .map(|name| (*name).to_owned())
+            .collect();
+        if !choices.is_empty() {
+            return choices;
+        }
+        let (typed, candidates): (&str, Vec<String>) = if looks_like_systemd(&lower) {
+            let spelt = self
+                .entries(kind)
+                .map(|(name, _)| export::systemd_name(kind, name))
+                .collect();
+            (&lower, spelt)
+        } else {
+            let prefix = kind.kernel_prefix().to_ascii_lowercase();
+            let bare = lower.strip_prefix(&prefix).unwrap_or(&lower);
+            let known = self
+                .entries(kind)
+                .map(|(name, _)| name.to_owned())
+                .chain(aliases::libbpf_names(kind).map(str::to_owned))
+                .collect();
+            (bare, known)
+        };
+        let mut scored: Vec<(usize, String)> = candidates
+            .into_iter()
+            .map(|name| (edit_distance(typed, &name.to_ascii_lowercase()), name))
             .collect();
         scored.sort_unstable();
         scored.dedup();
         let best = scored.first().map_or(usize::MAX, |s| s.0);
-        let limit = (bare.len() / 3).max(2);
+        let limit = (typed.len() / 3).max(2);
         scored
             .into_iter()
             .take_while(|(d, _)| *d == best && *d <= limit)
             .take(3)
-            .map(|(_, n)| n.to_owned())
+            .map(|(_, n)| n)
             .collect()
     }
+}
+
+/// systemd's spelling: `BPF` then capitalised words, no `_` (kernel names always have one
+/// after `bpf`, and no libbpf section starts with `bpf`).
+fn looks_like_systemd(lower: &str) -> bool {
+    lower.len() > 3 && lower.starts_with("bpf") && !lower.contains('_')
 }
 
 /// A BTF enum as the kernel's parser sees it: only constants with the kind's prefix count
