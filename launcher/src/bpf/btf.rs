@@ -114,26 +114,18 @@ pub fn find_enums(btf: &[u8], wanted: &[&str]) -> Result<Vec<Option<BtfEnum>>, B
     let mut missing = wanted.len();
     // Decoded names may repeat one string, so the input's length alone does not bound them.
     let mut name_budget = btf.len();
-    let mut offset = 0;
-    let mut type_id: u32 = 1;
-    while missing > 0 && offset < types.len() {
-        let header: &[u8; TYPE_HEADER_LEN] = types
-            .get(offset..)
-            .and_then(<[u8]>::first_chunk)
-            .ok_or(BtfError::TypeTruncated { type_id, offset })?;
-        let name_off = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-        let [vlen_lo, vlen_hi, _, kind_byte] = [header[4], header[5], header[6], header[7]];
-        let vlen = usize::from(u16::from_le_bytes([vlen_lo, vlen_hi]));
-        let kind = u32::from(kind_byte & 0x1f);
-        let kind_flag = kind_byte & 0x80 != 0;
-
-        let body_len = body_len(kind, vlen).ok_or(BtfError::UnknownKind { kind, type_id })?;
-        let (body, end) = offset
-            .checked_add(TYPE_HEADER_LEN)
-            .and_then(|start| Some((start, start.checked_add(body_len)?)))
-            .and_then(|(start, end)| Some((types.get(start..end)?, end)))
-            .ok_or(BtfError::TypeTruncated { type_id, offset })?;
-
+    let mut walk = TypeWalk::new(types);
+    while missing > 0 {
+        let Some(TypeEntry {
+            type_id,
+            name_off,
+            kind,
+            kind_flag,
+            body,
+        }) = walk.next_type()?
+        else {
+            break;
+        };
         if kind == kind::ENUM || kind == kind::ENUM64 {
             let mut constants = None;
             for (slot, want) in found.iter_mut().zip(wanted) {
@@ -155,10 +147,6 @@ pub fn find_enums(btf: &[u8], wanted: &[&str]) -> Result<Vec<Option<BtfEnum>>, B
                 missing -= 1;
             }
         }
-
-        offset = end;
-        // Cannot saturate: every type takes at least 12 of the type section's at most 4 GiB.
-        type_id = type_id.saturating_add(1);
     }
     Ok(found)
 }
@@ -170,26 +158,72 @@ pub fn find_enums(btf: &[u8], wanted: &[&str]) -> Result<Vec<Option<BtfEnum>>, B
 /// As [`find_enums`].
 pub fn find_func(btf: &[u8], name: &str) -> Result<Option<u32>, BtfError> {
     let (types, strings) = sections(btf)?;
-    let mut offset = 0;
-    let mut type_id: u32 = 1;
-    while offset < types.len() {
-        let header: &[u8; TYPE_HEADER_LEN] = types
+    let mut walk = TypeWalk::new(types);
+    while let Some(ty) = walk.next_type()? {
+        if ty.kind == kind::FUNC && name_is(strings, ty.name_off, name.as_bytes(), ty.type_id)? {
+            return Ok(Some(ty.type_id));
+        }
+    }
+    Ok(None)
+}
+
+/// One type of the type section: its id, name offset, kind and the bytes after its common part.
+struct TypeEntry<'a> {
+    type_id: u32,
+    name_off: u32,
+    kind: u32,
+    kind_flag: bool,
+    body: &'a [u8],
+}
+
+/// The types of a type section in id order, each checked to fit in the section; a kind this
+/// reader does not know ends the walk with an error (its size, so what follows, is unknown).
+struct TypeWalk<'a> {
+    types: &'a [u8],
+    offset: usize,
+    type_id: u32,
+}
+
+impl<'a> TypeWalk<'a> {
+    const fn new(types: &'a [u8]) -> Self {
+        Self {
+            types,
+            offset: 0,
+            type_id: 1,
+        }
+    }
+
+    fn next_type(&mut self) -> Result<Option<TypeEntry<'a>>, BtfError> {
+        let (offset, type_id) = (self.offset, self.type_id);
+        if offset >= self.types.len() {
+            return Ok(None);
+        }
+        let header: &[u8; TYPE_HEADER_LEN] = self
+            .types
             .get(offset..)
             .and_then(<[u8]>::first_chunk)
             .ok_or(BtfError::TypeTruncated { type_id, offset })?;
         let name_off = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-        let vlen = usize::from(u16::from_le_bytes([header[4], header[5]]));
-        let kind = u32::from(header[7] & 0x1f);
+        let [vlen_lo, vlen_hi, _, kind_byte] = [header[4], header[5], header[6], header[7]];
+        let vlen = usize::from(u16::from_le_bytes([vlen_lo, vlen_hi]));
+        let kind = u32::from(kind_byte & 0x1f);
         let body_len = body_len(kind, vlen).ok_or(BtfError::UnknownKind { kind, type_id })?;
-        if kind == kind::FUNC && name_is(strings, name_off, name.as_bytes(), type_id)? {
-            return Ok(Some(type_id));
-        }
-        offset = offset
-            .checked_add(TYPE_HEADER_LEN + body_len)
+        let (body, end) = offset
+            .checked_add(TYPE_HEADER_LEN)
+            .and_then(|start| Some((start, start.checked_add(body_len)?)))
+            .and_then(|(start, end)| Some((self.types.get(start..end)?, end)))
             .ok_or(BtfError::TypeTruncated { type_id, offset })?;
-        type_id = type_id.saturating_add(1);
+        self.offset = end;
+        // Cannot saturate: every type takes at least 12 of the type section's at most 4 GiB.
+        self.type_id = type_id.saturating_add(1);
+        Ok(Some(TypeEntry {
+            type_id,
+            name_off,
+            kind,
+            kind_flag: kind_byte & 0x80 != 0,
+            body,
+        }))
     }
-    Ok(None)
 }
 
 /// Reads [`VMLINUX_BTF`] (or any path) and calls [`find_enums`].
