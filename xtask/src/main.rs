@@ -121,41 +121,51 @@ fn build_target() -> String {
     gnu
 }
 
-/// Builds the launcher's binaries in release mode for `target` and returns the directory cargo
-/// put them in (`target/x86_64-unknown-linux-musl/release` for the static build).
-pub fn build_release(root: &Path, target: &str) -> anyhow::Result<PathBuf> {
+/// Runs `cargo build ARGS --message-format=json-render-diagnostics` in `root` and returns the
+/// executable cargo reported for the binary `artifact`; `hint` follows the error when the build
+/// fails.
+fn build_artifact(
+    root: &Path,
+    args: &[&str],
+    artifact: &str,
+    hint: &str,
+) -> anyhow::Result<PathBuf> {
     let mut command = cargo();
-    command.current_dir(root).args([
-        "build",
-        "--release",
-        "--target",
-        target,
-        "-p",
-        "launcher",
-        "--bins",
-        "--message-format=json-render-diagnostics",
-    ]);
+    command
+        .current_dir(root)
+        .arg("build")
+        .args(args)
+        .arg("--message-format=json-render-diagnostics");
     eprintln!("xtask: running {command:?}");
     let output = command
         .stderr(Stdio::inherit())
         .output()
         .with_context(|| format!("spawning {command:?}"))?;
     if !output.status.success() {
-        bail!("{command:?} failed: {}", output.status);
+        bail!("{command:?} failed: {}{hint}", output.status);
     }
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .find(|message| {
-            message["reason"] == "compiler-artifact"
-                && message["target"]["name"] == "token_userns_demo"
+            message["reason"] == "compiler-artifact" && message["target"]["name"] == artifact
         })
-        .and_then(|message| {
-            Path::new(message["executable"].as_str()?)
-                .parent()
-                .map(Path::to_path_buf)
-        })
-        .context("cargo build reported no token_userns_demo executable")
+        .and_then(|message| Some(PathBuf::from(message["executable"].as_str()?)))
+        .with_context(|| format!("cargo build reported no {artifact} executable"))
+}
+
+/// Builds the launcher's binaries in release mode for `target` and returns the directory cargo
+/// put them in (`target/x86_64-unknown-linux-musl/release` for the static build).
+pub fn build_release(root: &Path, target: &str) -> anyhow::Result<PathBuf> {
+    let demo = build_artifact(
+        root,
+        &["--release", "--target", target, "-p", "launcher", "--bins"],
+        "token_userns_demo",
+        "",
+    )?;
+    demo.parent()
+        .map(Path::to_path_buf)
+        .context("the token_userns_demo executable has no directory")
 }
 
 /// Builds tests/libbpf-client (the libbpf loader tests/libbpf.rs runs in the sandbox) for the
@@ -164,34 +174,12 @@ pub fn build_release(root: &Path, target: &str) -> anyhow::Result<PathBuf> {
 /// which do not link into the static musl test binaries.
 fn build_libbpf_client(root: &Path) -> anyhow::Result<PathBuf> {
     let gnu = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
-    let mut command = cargo();
-    command.current_dir(root).args([
-        "build",
-        "--target",
-        &gnu,
-        "-p",
+    build_artifact(
+        root,
+        &["--target", &gnu, "-p", "libbpf-client"],
         "libbpf-client",
-        "--message-format=json-render-diagnostics",
-    ]);
-    eprintln!("xtask: running {command:?}");
-    let output = command
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("spawning {command:?}"))?;
-    if !output.status.success() {
-        bail!(
-            "{command:?} failed: {} (it needs clang-22, libelf-dev, zlib1g-dev, make and pkg-config: scripts/setup-toolchain.sh installs them)",
-            output.status
-        );
-    }
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find(|message| {
-            message["reason"] == "compiler-artifact" && message["target"]["name"] == "libbpf-client"
-        })
-        .and_then(|message| Some(PathBuf::from(message["executable"].as_str()?)))
-        .context("cargo build reported no libbpf-client executable")
+        " (it needs clang-22, libelf-dev, zlib1g-dev, make and pkg-config: scripts/setup-toolchain.sh installs them)",
+    )
 }
 
 /// `cargo +nightly` through rustup: cargo-fuzz needs nightly for its sanitizer flags.
