@@ -142,9 +142,12 @@ pub fn run_trace(options: &TraceOptions) -> Result<TraceReport, TraceError> {
         before.last_ifindex
     );
     if options.hold {
-        eprintln!(
-            "token_trace: XDP counter attached to {}; counting until stdin closes",
-            options.interface
+        crate::logging::program_line(
+            "token_trace",
+            &format_args!(
+                "XDP counter attached to {}; counting until stdin closes",
+                options.interface
+            ),
         );
         std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink()).map_err(|source| {
             NetError::Io {

@@ -148,14 +148,19 @@ pub fn stdout_failure(program: &str, error: &std::io::Error) -> u8 {
     if error.kind() == std::io::ErrorKind::BrokenPipe {
         return 141;
     }
-    eprintln!("{program}: error: writing to stdout: {error}");
+    error_line(program, &format_args!("writing to stdout: {error}"));
     1
 }
 
-/// Prints `program: error: message` as one write: the sandbox and the supervisor share stderr,
-/// and `eprintln!` writes a formatted message piece by piece, so another process's trace line
-/// could land in the middle of it.
-pub fn error_line(program: &str, message: &dyn std::fmt::Display) {
-    let line = format!("{program}: error: {message}\n");
+/// Prints `program: message` as one write: the sandbox and the supervisor share stderr, and
+/// `eprintln!` writes a formatted message piece by piece, so another process's trace line could
+/// land in the middle of it.
+pub fn program_line(program: &str, message: &dyn std::fmt::Display) {
+    let line = format!("{program}: {message}\n");
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// [`program_line`] for an error: `program: error: message`.
+pub fn error_line(program: &str, message: &dyn std::fmt::Display) {
+    program_line(program, &format_args!("error: {message}"));
 }

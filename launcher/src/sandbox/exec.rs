@@ -152,7 +152,7 @@ pub fn run(options: &ExecOptions<'_>) -> Result<Finished, ExecError> {
                 EnumNames::for_running_kernel(),
             )
         {
-            eprintln!("{PROGRAM}: {hint}");
+            crate::logging::program_line(PROGRAM, &hint);
         }
     }
     Ok(Finished { exit, gateway })

@@ -664,12 +664,12 @@ impl Gateway {
         let names = EnumNames::for_running_kernel;
         if command_failed {
             for line in self.probes.lines(self.paranoid(), self.caps) {
-                eprintln!("{program}: {line}");
+                crate::logging::program_line(program, &line);
             }
         }
         if command_failed && !self.findings.is_empty() {
             for line in self.findings.lines(&self.allowed, names(), self.caps) {
-                eprintln!("{program}: {line}");
+                crate::logging::program_line(program, &line);
             }
         }
         // Only a command that made such calls gets the event: one that made none has nothing
