@@ -70,12 +70,7 @@ fn main() -> ExitCode {
         return list(cli.json);
     }
     if let Some(object) = &cli.print_policy {
-        let format = if cli.json {
-            Format::Json
-        } else {
-            cli.format.unwrap_or_default()
-        };
-        return print_policy(object, format);
+        return print_policy(object, Format::from_flags(cli.json, cli.format));
     }
     let options = TraceOptions {
         token_path: cli.token_path.unwrap_or_else(counter::default_token_path),

@@ -421,11 +421,7 @@ fn prepare(cli: Cli) -> Result<Prepared, String> {
         return Ok(Prepared::PrintPolicy {
             delegation,
             capabilities,
-            format: if cli.json {
-                Format::Json
-            } else {
-                cli.format.unwrap_or_default()
-            },
+            format: Format::from_flags(cli.json, cli.format),
         });
     }
     // Program types that need CAP_PERFMON are refused unless the command keeps it; other

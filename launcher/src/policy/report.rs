@@ -28,6 +28,17 @@ pub enum Format {
     Json,
 }
 
+impl Format {
+    /// The format the binaries' flags ask for: `--json` is `--format json`; neither is text.
+    pub fn from_flags(json: bool, format: Option<Self>) -> Self {
+        if json {
+            Self::Json
+        } else {
+            format.unwrap_or_default()
+        }
+    }
+}
+
 impl std::str::FromStr for Format {
     type Err = String;
 
